@@ -1,0 +1,40 @@
+# One entry point for set-up, tests, training, serving and load tests.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test lint format train serve build load bench clean
+
+# Idempotent: reinstalls only when pyproject.toml changed.
+setup: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+train: setup
+	$(BIN)/python -m training fit --dataset m3-monthly --name m3-monthly
+
+serve: setup
+	$(BIN)/bentoml serve
+
+build: setup
+	$(BIN)/bentoml build
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

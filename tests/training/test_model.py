@@ -1,0 +1,146 @@
+"""The model's promises: exact under packing, scripted == eager, scale-equivariant, no crossing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.export import random_batch, relative_error
+from training.model import ModelConfig, StackedLSTMForecaster, pinball_loss
+
+
+def make_model(**overrides: object) -> StackedLSTMForecaster:
+    torch.manual_seed(0)
+    config = ModelConfig(horizon=5, hidden=16, layers=2, dropout=0.2, **overrides)  # type: ignore[arg-type]
+    model = StackedLSTMForecaster(config).eval()
+    # Non-zero initial states, so a learned-init model is tested with states that matter.
+    with torch.no_grad():
+        model.h0.normal_()
+        model.c0.normal_()
+    return model
+
+
+def forecast_alone(
+    model: torch.nn.Module, values: torch.Tensor, lengths: torch.Tensor
+) -> torch.Tensor:
+    rows = [model(values[i : i + 1, : lengths[i]], lengths[i : i + 1]) for i in range(len(lengths))]
+    return torch.cat(rows)  # (B, H, Q)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("learned_init", [False, True])
+def test_forecast_alone_equals_forecast_in_any_batch(
+    bidirectional: bool, learned_init: bool
+) -> None:
+    """Guards against padding leaking into a series' forecast (wrong mask, output[:, -1],
+    backward direction starting on padding) and against rows being mixed up when the
+    batch is reordered."""
+    model = make_model(bidirectional=bidirectional, learned_init=learned_init)
+    values, lengths = random_batch(count=9, min_length=1, max_length=40, seed=3)
+    with torch.inference_mode():
+        alone = forecast_alone(model, values, lengths)
+        batched = model(values, lengths)
+        order = torch.tensor([4, 0, 8, 2, 7, 1, 5, 3, 6])
+        shuffled = model(values[order], lengths[order])[torch.argsort(order)]
+    assert relative_error(batched, alone) <= 1e-5
+    assert relative_error(shuffled, alone) <= 1e-5
+
+
+def test_backward_direction_needs_packing() -> None:
+    """Guards against dropping pack_padded_sequence: run on the padded tensor, the backward
+    direction starts on padding and the summary of a short series changes. If this ever
+    passes without packing, the invariance test above is not testing packing."""
+    model = make_model(bidirectional=True)
+    values, lengths = random_batch(count=4, min_length=3, max_length=30, seed=1)
+    lengths[0] = 5  # a short row, certainly padded
+    inputs = values.unsqueeze(2).expand(-1, -1, 2).contiguous()  # (B, T, 2)
+    with torch.inference_mode():
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            inputs, lengths, batch_first=True, enforce_sorted=False
+        )
+        _, (h_packed, _) = model.lstm(packed)
+        _, (h_padded, _) = model.lstm(inputs)
+        _, (h_alone, _) = model.lstm(inputs[:1, :5])
+    backward = -1  # last layer, backward direction
+    assert torch.allclose(h_packed[backward, 0], h_alone[backward, 0], atol=1e-6)
+    assert not torch.allclose(h_padded[backward, 0], h_alone[backward, 0], atol=1e-3)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_scripted_equals_eager(bidirectional: bool) -> None:
+    """Guards against TorchScript compiling a different computation (or a trace baking in
+    one batch's shapes): the scripted module must match on a new ragged batch."""
+    model = make_model(bidirectional=bidirectional)
+    scripted = torch.jit.script(model)
+    values, lengths = random_batch(count=6, min_length=2, max_length=25, seed=7)
+    with torch.inference_mode():
+        assert relative_error(scripted(values, lengths), model(values, lengths)) <= 1e-6
+        other_values, other_lengths = random_batch(count=3, min_length=30, max_length=60, seed=8)
+        expected = model(other_values, other_lengths)
+        assert relative_error(scripted(other_values, other_lengths), expected) <= 1e-6
+
+
+def test_forecast_scales_with_the_series() -> None:
+    """Guards against scaling outside the module (or not at all): multiplying a history
+    by 1000 must multiply its forecast by 1000."""
+    model = make_model()
+    values, lengths = random_batch(count=5, min_length=4, max_length=20, seed=2)
+    with torch.inference_mode():
+        base = model(values, lengths)
+        scaled = model(values * 1000.0, lengths)
+    assert relative_error(scaled, base * 1000.0) <= 1e-5
+
+
+def test_zero_and_constant_series_give_finite_forecasts() -> None:
+    """Guards against dividing by a zero scale (all-zero history) or a zero spread."""
+    model = make_model()
+    values = torch.tensor([[0.0] * 8, [7.0] * 8, [0.0, 0.0, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0]])
+    lengths = torch.tensor([8, 8, 4])
+    with torch.inference_mode():
+        out = model(values, lengths)
+    assert out.shape == (3, 5, 3)
+    assert torch.isfinite(out).all()
+    assert torch.equal(model.series_scale(values, lengths), torch.tensor([1.0, 7.0, 1.25]))
+
+
+def test_quantiles_never_cross() -> None:
+    """Guards against a head whose 0.1 quantile can exceed its 0.9 one."""
+    model = make_model(quantiles=(0.05, 0.1, 0.5, 0.9, 0.95))
+    with torch.no_grad():
+        model.head[-1].bias.normal_(std=10.0)
+    values, lengths = random_batch(count=16, min_length=1, max_length=30, seed=4)
+    with torch.inference_mode():
+        out = model(values, lengths)  # (B, H, Q)
+    assert (out[:, :, 1:] >= out[:, :, :-1]).all()
+
+
+def test_pinball_loss_matches_hand_computed_value() -> None:
+    """Guards against a sign error in the pinball loss (under- and over-forecasts swapped)."""
+    forecast = torch.tensor([[[1.0, 2.0]]])  # (B=1, H=1, Q=2)
+    target = torch.tensor([[3.0]])
+    quantiles = torch.tensor([0.1, 0.9])
+    # errors 2 and 1, both under-forecasts: 0.1*2 = 0.2, 0.9*1 = 0.9; mean 0.55; scale 2.
+    loss = pinball_loss(forecast, target, quantiles, torch.tensor([2.0]))
+    assert loss.item() == pytest.approx(0.55 / 2.0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("quantiles", (0.1, 0.9), "must include 0.5"),
+        ("quantiles", (0.5, 0.1), "distinct and increasing"),
+        ("quantiles", (0.0, 0.5), "in (0, 1)"),
+        ("horizon", 0, "horizon must be >= 1"),
+        ("dropout", 1.0, "dropout must be in [0, 1)"),
+    ],
+)
+def test_config_rejects_bad_values(field: str, value: object, message: str) -> None:
+    with pytest.raises(
+        ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+    ):
+        ModelConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_config_round_trips_through_dict() -> None:
+    config = ModelConfig(horizon=7, quantiles=(0.25, 0.5, 0.75), bidirectional=True)
+    assert ModelConfig.from_dict(config.to_dict()) == config

@@ -1,0 +1,201 @@
+"""Export: script the model, prove it exact, write `models/<name>/` and register it with BentoML.
+
+The checks run before anything is written, so a model that is not exact for
+every mix of history lengths never reaches `models/`. See docs/ARTIFACT.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.model import ModelConfig, StackedLSTMForecaster
+
+SCHEMA_VERSION = 1
+MODEL_FILE = "model.ts"
+METADATA_FILE = "metadata.json"
+RELATIVE_TOLERANCE = 1e-5
+
+
+class ExportCheckError(RuntimeError):
+    """The scripted model is not exact: it differs from the eager one or depends on its batch."""
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest |a - b| relative to |b|, with absolute error where |b| < 1."""
+    return float(((a - b).abs() / b.abs().clamp(min=1.0)).max())
+
+
+def random_batch(
+    count: int, min_length: int, max_length: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positive random-walk histories of random lengths, right-padded with junk (not zeros)."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(min_length, max_length + 1, (count,), generator=gen)  # (B,)
+    steps = torch.randn(count, max_length, generator=gen)  # (B, T)
+    values = 100.0 + 5.0 * steps.cumsum(dim=1)  # (B, T)
+    padding = torch.arange(max_length).unsqueeze(0) >= lengths.unsqueeze(1)  # (B, T)
+    # Junk in the padding: a model that reads past a series' length fails the checks.
+    values = values.masked_fill(padding, 1e4)
+    return values, lengths
+
+
+def check_exact(
+    eager: StackedLSTMForecaster,
+    scripted: torch.jit.ScriptModule,
+    min_length: int,
+    max_length: int,
+    count: int = 24,
+    seed: int = 0,
+) -> dict[str, float]:
+    """(a) scripted == eager on a ragged batch; (b) each series alone == inside a shuffled batch.
+
+    Raises ExportCheckError when either differs by more than RELATIVE_TOLERANCE.
+    """
+    eager.eval()
+    values, lengths = random_batch(count, min_length, max_length, seed)
+    with torch.inference_mode():
+        batched_eager = eager(values, lengths)  # (B, H, Q)
+        batched_script = scripted(values, lengths)  # (B, H, Q)
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed + 1))
+        shuffled = scripted(values[order], lengths[order])[torch.argsort(order)]  # (B, H, Q)
+        alone = torch.cat(
+            [scripted(values[i : i + 1, : lengths[i]], lengths[i : i + 1]) for i in range(count)]
+        )  # (B, H, Q)
+    figures = {
+        "scripted_vs_eager": relative_error(batched_script, batched_eager),
+        "alone_vs_batched": relative_error(batched_script, alone),
+        "alone_vs_shuffled": relative_error(shuffled, alone),
+    }
+    for check, error in figures.items():
+        if not error <= RELATIVE_TOLERANCE:
+            raise ExportCheckError(
+                f"export check {check} failed: "
+                f"max relative error {error:.3g} > {RELATIVE_TOLERANCE}"
+            )
+    return figures
+
+
+def source_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def build_metadata(
+    name: str,
+    model_config: ModelConfig,
+    model_sha256: str,
+    *,
+    season_length: int,
+    frequency: str,
+    min_history: int,
+    max_history: int,
+    training: dict[str, Any],
+    evaluation: dict[str, Any],
+    created: datetime,
+) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "version": f"{created:%Y%m%d-%H%M%S}-{model_sha256[:8]}",
+        "created": created.isoformat(timespec="seconds"),
+        "horizon": model_config.horizon,
+        "quantiles": list(model_config.quantiles),
+        "point_quantile_index": list(model_config.quantiles).index(0.5),
+        "season_length": season_length,
+        "frequency": frequency,
+        "min_history": min_history,
+        "max_history": max_history,
+        "model_config": model_config.to_dict(),
+        "training": training,
+        "evaluation": evaluation,
+        "torch_version": torch.__version__,
+        "source_commit": source_commit(),
+        "model_file": MODEL_FILE,
+        "model_sha256": model_sha256,
+    }
+
+
+def export_model(
+    model: StackedLSTMForecaster,
+    model_config: ModelConfig,
+    out_dir: Path,
+    *,
+    name: str,
+    season_length: int,
+    frequency: str,
+    min_history: int,
+    max_history: int,
+    training: dict[str, Any],
+    evaluation: dict[str, Any],
+    register: bool = True,
+) -> dict[str, Any]:
+    """Script, check, and write model.ts + metadata.json to out_dir; register with BentoML.
+
+    Returns the metadata written. Nothing is written if a check fails.
+    """
+    model = model.cpu().eval()
+    scripted = torch.jit.script(model)
+    checks = check_exact(model, scripted, min_history, max_history)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_path = out_dir / MODEL_FILE
+    scripted.save(str(model_path))
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    metadata = build_metadata(
+        name,
+        model_config,
+        digest,
+        season_length=season_length,
+        frequency=frequency,
+        min_history=min_history,
+        max_history=max_history,
+        training=training,
+        evaluation={**evaluation, "export_checks": checks},
+        created=datetime.now(UTC),
+    )
+    (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    if register:
+        register_in_store(out_dir, metadata)
+    return metadata
+
+
+def store_tag(metadata: dict[str, Any]) -> str:
+    return f"forecaster-{metadata['name']}:{metadata['version']}"
+
+
+def register_in_store(out_dir: Path, metadata: dict[str, Any]) -> str:
+    """Copy model.ts and metadata.json into the local BentoML model store; returns the tag."""
+    import bentoml  # imported late: it is slow to import and only export needs it
+
+    labels = {"name": metadata["name"], "frequency": metadata["frequency"]}
+    summary = {
+        key: metadata[key]
+        for key in ("schema_version", "horizon", "season_length", "min_history", "max_history")
+    }
+    with bentoml.models.create(store_tag(metadata), labels=labels, metadata=summary) as ref:
+        for file in (MODEL_FILE, METADATA_FILE):
+            shutil.copy2(out_dir / file, Path(ref.path) / file)
+    return str(ref.tag)
+
+
+def load_exported(out_dir: Path) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
+    """The exported model and its metadata, loaded as the service would (plain torch.jit.load)."""
+    metadata = json.loads((out_dir / METADATA_FILE).read_text())
+    return torch.jit.load(str(out_dir / metadata["model_file"]), map_location="cpu"), metadata

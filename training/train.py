@@ -1,0 +1,189 @@
+"""Trainer: AdamW, gradient clipping, one-cycle schedule, early stopping on a temporal split.
+
+The validation split is cut from the training part: each series' last `horizon`
+training points are validation targets, and training examples only ever use
+what comes before them.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training.model import ModelConfig, StackedLSTMForecaster, pinball_loss
+from training.windows import Batch, last_window_batches, pad_right, sample_batch, trainable
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 60
+    steps_per_epoch: int = 50
+    batch_size: int = 256
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    clip: float = 1.0
+    patience: int = 10
+    seed: int = 0
+    device: str = "auto"
+    min_history: int = 12
+    max_history: int = 126
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    model: StackedLSTMForecaster  # best validation epoch's weights, on the CPU, in eval mode
+    history: list[dict[str, float]]  # one row per epoch: epoch, train_loss, val_loss, seconds
+    best_epoch: int
+    best_val_loss: float
+    device: str
+    seconds: float
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
+    return torch.device(requested)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def batch_loss(model: StackedLSTMForecaster, batch: Batch, quantiles: torch.Tensor) -> torch.Tensor:
+    forecast = model(batch.values, batch.lengths)  # (B, H, Q)
+    scale = model.series_scale(batch.values, batch.lengths)  # (B,)
+    return pinball_loss(forecast.float(), batch.targets, quantiles, scale)
+
+
+def validation_loss(
+    model: StackedLSTMForecaster, batches: list[Batch], quantiles: torch.Tensor
+) -> float:
+    model.eval()
+    with torch.inference_mode():
+        total = sum(batch_loss(model, b, quantiles).item() * len(b.lengths) for b in batches)
+    model.train()
+    return total / sum(len(b.lengths) for b in batches)
+
+
+def fit(
+    train_series: list[np.ndarray],
+    model_config: ModelConfig,
+    config: TrainConfig,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train on `train_series` (each series' in-sample part) and return the best model."""
+    seed_everything(config.seed)
+    device = pick_device(config.device)
+    horizon = model_config.horizon
+    # Validation targets are each series' last horizon points; training stops before them.
+    usable = trainable(train_series, 2 * horizon, config.min_history)
+    if not usable:
+        raise ValueError(
+            f"no series has the {config.min_history + 2 * horizon} points needed "
+            f"(min_history {config.min_history} + training and validation horizons {horizon})"
+        )
+    fitting = [s[:-horizon] for s in usable]
+    val_batches = [
+        b.to(device) for b in last_window_batches(usable, horizon, config.max_history, 1024)
+    ]
+
+    model = StackedLSTMForecaster(model_config).to(device)
+    quantiles = torch.tensor(model_config.quantiles, device=device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    total_steps = config.epochs * config.steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=0.1
+    )
+    # bf16 autocast on CUDA only; CPU stays in float32 so results are bit-stable there.
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    rng = np.random.default_rng(config.seed)
+
+    history: list[dict[str, float]] = []
+    best_state, best_loss, best_epoch, stale = None, float("inf"), 0, 0
+    started = time.perf_counter()
+    bar = tqdm(total=total_steps, desc="training", unit="step", disable=not progress)
+    model.train()
+    for epoch in range(1, config.epochs + 1):
+        epoch_start, running = time.perf_counter(), 0.0
+        for _ in range(config.steps_per_epoch):
+            batch = sample_batch(
+                fitting, config.batch_size, horizon, config.min_history, config.max_history, rng
+            ).to(device)
+            with autocast:
+                loss = batch_loss(model, batch, quantiles)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.clip)
+            optimizer.step()
+            scheduler.step()
+            running += loss.item()
+            bar.update(1)
+        with autocast:
+            val = validation_loss(model, val_batches, quantiles)
+        row = {
+            "epoch": float(epoch),
+            "train_loss": running / config.steps_per_epoch,
+            "val_loss": val,
+            "seconds": time.perf_counter() - epoch_start,
+        }
+        history.append(row)
+        bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{val:.4f}", best=best_epoch)
+        if on_epoch is not None:
+            on_epoch(row)
+        if val < best_loss:
+            best_state, best_loss, best_epoch, stale = (
+                copy.deepcopy(model.state_dict()),
+                val,
+                epoch,
+                0,
+            )
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    bar.close()
+
+    assert best_state is not None  # at least one epoch ran
+    model.load_state_dict(best_state)
+    return TrainResult(
+        model=model.cpu().eval(),
+        history=history,
+        best_epoch=best_epoch,
+        best_val_loss=best_loss,
+        device=str(device),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def forecast(
+    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    histories: list[np.ndarray],
+    max_history: int,
+    batch_size: int = 512,
+) -> np.ndarray:
+    """Quantile forecasts (N, H, Q) for histories, each cut to its last max_history points.
+
+    `model` is the eager module (in eval mode) or the exported TorchScript one.
+    """
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(histories), batch_size):
+            values, lengths = pad_right([h[-max_history:] for h in histories[i : i + batch_size]])
+            out.append(model(torch.from_numpy(values), torch.from_numpy(lengths)).numpy())
+    return np.concatenate(out).astype(np.float64)
