@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             run_fit(args)
         else:
             run_evaluate(args)
-    except DataError as error:
+    except (DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (ExportCheckError, FileNotFoundError, json.JSONDecodeError) as error:

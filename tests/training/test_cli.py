@@ -1,0 +1,173 @@
+"""`python -m training`: a smoke run end to end, reproducibility, and bad-CSV exits."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.cli import main
+from training.model import ModelConfig
+from training.train import TrainConfig, fit, forecast
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_FIT = [
+    "--horizon", "6", "--season-length", "12", "--hidden", "8", "--epochs", "2",
+    "--steps-per-epoch", "3", "--batch-size", "16", "--quiet",
+]  # fmt: skip
+
+
+def seasonal_series(n_series: int, length: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    return [
+        100 + 10 * k + 0.5 * t + 8 * np.sin(2 * np.pi * t / 12 + k) + rng.normal(0, 1, length)
+        for k in range(n_series)
+    ]
+
+
+def write_csv(path: Path, series: list[np.ndarray]) -> Path:
+    lines = ["series_id,timestamp,value"]
+    for k, values in enumerate(series):
+        lines += [f"s{k},{t},{v:.4f}" for t, v in enumerate(values)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_fit_exports_reloads_registers_and_evaluates(tmp_path: Path) -> None:
+    """Guards against a pipeline whose pieces work alone but not together: fit must write a
+    loadable model.ts, consistent metadata, the report files, and a BentoML store entry."""
+    data = write_csv(tmp_path / "shop.csv", seasonal_series(12, 60))
+    home = tmp_path / "bentoml"
+    fitted = run_cli(
+        "fit", "--csv", str(data), "--out", str(tmp_path / "models"), *TINY_FIT,
+        env={"BENTOML_HOME": str(home)},
+    )  # fmt: skip
+    assert fitted.returncode == 0, fitted.stderr
+    assert "naive2" in fitted.stdout and "exported" in fitted.stdout
+
+    out = tmp_path / "models" / "shop"
+    for name in ("model.ts", "metadata.json", "eval.json", "forecasts.png", "learning_curve.png"):
+        assert (out / name).stat().st_size > 0, name
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert (metadata["name"], metadata["horizon"], metadata["season_length"]) == ("shop", 6, 12)
+    assert (metadata["min_history"], metadata["max_history"]) == (12, 54)
+
+    scripted = torch.jit.load(str(out / "model.ts"))
+    values = torch.tensor(seasonal_series(1, 40)[0], dtype=torch.float32).unsqueeze(0)
+    with torch.inference_mode():
+        result = scripted(values, torch.tensor([40]))
+    assert result.shape == (1, 6, 3) and torch.isfinite(result).all()
+
+    stored = home / "models" / "forecaster-shop" / metadata["version"]
+    assert (stored / "model.ts").read_bytes() == (out / "model.ts").read_bytes()
+    assert json.loads((stored / "metadata.json").read_text()) == metadata
+
+    evaluated = run_cli("evaluate", "--model", str(out), "--csv", str(data), "--out", str(tmp_path))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads((tmp_path / "eval.json").read_text()) == json.loads(
+        (out / "eval.json").read_text()
+    )
+
+
+def test_same_seed_gives_the_same_model() -> None:
+    """Guards against unseeded randomness (sampling, dropout, init) in training."""
+    series = seasonal_series(6, 50)
+    config = ModelConfig(horizon=4, hidden=8)
+    train = TrainConfig(epochs=2, steps_per_epoch=2, batch_size=8, min_history=6, max_history=40)
+    first = fit(series, config, train, progress=False)
+    second = fit(series, config, train, progress=False)
+    assert [r["val_loss"] for r in first.history] == [r["val_loss"] for r in second.history]
+    for name, tensor in first.model.state_dict().items():
+        assert torch.equal(tensor, second.model.state_dict()[name]), name
+    np.testing.assert_array_equal(
+        forecast(first.model, series, 40), forecast(second.model, series, 40)
+    )
+
+
+def test_early_stopping_keeps_the_best_epoch() -> None:
+    """Guards against returning the last epoch's weights instead of the best validation one."""
+    series = seasonal_series(6, 50)
+    config = ModelConfig(horizon=4, hidden=8)
+    train = TrainConfig(
+        epochs=6,
+        steps_per_epoch=2,
+        batch_size=8,
+        lr=0.05,
+        patience=2,
+        min_history=6,
+        max_history=40,
+    )
+    result = fit(series, config, train, progress=False)
+    losses = [row["val_loss"] for row in result.history]
+    assert result.best_val_loss == min(losses)
+    assert result.best_epoch == 1 + losses.index(min(losses))
+    assert len(losses) <= result.best_epoch + train.patience
+
+
+@pytest.mark.parametrize("command", [[], ["fit"], ["evaluate"]])
+def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: python -m training" in capsys.readouterr().out
+
+
+BAD_CSVS = {
+    "missing_column": ("series_id,value\na,1\n", "missing column"),
+    "non_numeric": ("series_id,timestamp,value\na,1,1.0\na,2,abc\n", "line 3"),
+    "nan": ("series_id,timestamp,value\na,1,1.0\na,2,nan\n", "line 3"),
+    "duplicate": ("series_id,timestamp,value\na,1,1.0\na,1,2.0\n", "duplicate"),
+    "too_short": ("series_id,timestamp,value\na,1,1.0\na,2,2.0\n", "series 'a'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CSVS))
+def test_bad_csv_exits_2_with_one_line(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Guards against bad input ending in a traceback or a zero exit code."""
+    text, expected = BAD_CSVS[case]
+    path = tmp_path / f"{case}.csv"
+    path.write_text(text)
+    assert main(["fit", "--csv", str(path), "--horizon", "2", "--season-length", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert str(path) in err and expected in err
+
+
+def test_bad_csv_exit_code_from_the_real_command(tmp_path: Path) -> None:
+    """Guards against `python -m training` dropping main()'s exit code."""
+    path = tmp_path / "bad.csv"
+    path.write_text(BAD_CSVS["nan"][0])
+    done = run_cli("fit", "--csv", str(path), "--horizon", "2", "--season-length", "1")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert "line 3" in done.stderr and "series 'a'" in done.stderr
+
+
+def test_csv_without_horizon_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_csv(tmp_path / "ok.csv", seasonal_series(2, 40))
+    assert main(["fit", "--csv", str(path)]) == 2
+    assert "--csv needs --horizon and --season-length" in capsys.readouterr().err

@@ -1,0 +1,78 @@
+"""Export refuses inexact models and writes the artifact that docs/ARTIFACT.md describes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from training.export import ExportCheckError, check_exact, export_model, load_exported
+from training.model import ModelConfig, StackedLSTMForecaster
+
+
+class PeeksAtPadding(nn.Module):
+    """Forecasts the mean of the whole padded row: depends on the batch's longest series."""
+
+    def forward(self, values: Tensor, lengths: Tensor) -> Tensor:
+        return values.mean(dim=1).view(-1, 1, 1).expand(-1, 2, 3)  # (B, 2, 3)
+
+
+def test_check_exact_rejects_a_model_that_reads_padding() -> None:
+    """Guards against an export check too weak to notice a batch-dependent model."""
+    model = PeeksAtPadding()
+    with pytest.raises(ExportCheckError, match="alone_vs_batched"):
+        check_exact(model, torch.jit.script(model), min_length=2, max_length=20)  # type: ignore[arg-type]
+
+
+def test_check_exact_rejects_a_scripted_model_that_differs_from_the_eager_one() -> None:
+    """Guards against exporting weights other than the ones evaluated."""
+    torch.manual_seed(0)
+    config = ModelConfig(horizon=3, hidden=8)
+    evaluated, other = StackedLSTMForecaster(config).eval(), StackedLSTMForecaster(config).eval()
+    with pytest.raises(ExportCheckError, match="scripted_vs_eager"):
+        check_exact(evaluated, torch.jit.script(other), min_length=2, max_length=20)
+
+
+def test_export_writes_model_and_metadata(tmp_path: Path) -> None:
+    """Guards against metadata drifting from the contract the service relies on."""
+    torch.manual_seed(0)
+    config = ModelConfig(horizon=4, hidden=8, quantiles=(0.1, 0.5, 0.9))
+    model = StackedLSTMForecaster(config).eval()
+    metadata = export_model(
+        model,
+        config,
+        tmp_path / "tiny",
+        name="tiny",
+        season_length=1,
+        frequency="other",
+        min_history=3,
+        max_history=30,
+        training={"seed": 0},
+        evaluation={"smape": 12.5},
+        register=False,
+    )
+    scripted, written = load_exported(tmp_path / "tiny")
+    assert written == metadata
+    assert written["schema_version"] == 1
+    assert written["horizon"] == 4 and written["quantiles"] == [0.1, 0.5, 0.9]
+    assert written["point_quantile_index"] == 1
+    assert (written["min_history"], written["max_history"]) == (3, 30)
+    assert written["evaluation"]["smape"] == 12.5
+    assert set(written["evaluation"]["export_checks"]) == {
+        "scripted_vs_eager",
+        "alone_vs_batched",
+        "alone_vs_shuffled",
+    }
+    model_bytes = (tmp_path / "tiny" / "model.ts").read_bytes()
+    assert written["model_sha256"] == hashlib.sha256(model_bytes).hexdigest()
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{8}", written["version"])
+    assert ModelConfig.from_dict(written["model_config"]) == config
+    json.dumps(written)  # plain JSON, no numpy scalars
+    values = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    with torch.inference_mode():
+        assert torch.equal(scripted(values, torch.tensor([4])), model(values, torch.tensor([4])))
