@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from training import distributed
 from training.data import DATASETS, DataError, SeriesSet, load_csv, load_m3
 from training.export import METADATA_FILE, ExportCheckError, export_model, load_exported
 from training.model import ModelConfig
@@ -154,11 +155,16 @@ def run_fit(args: argparse.Namespace) -> None:
     )
     name = args.name or series.name
     out = args.out / name
-    print(
-        f"{series.name}: {len(series.ids)} series, horizon {series.horizon}, "
-        f"history {min_history}..{max_history}, training on {torch.get_num_threads()} threads"
-    )
+    rank = distributed.current()
+    if rank.is_main:
+        print(
+            f"{series.name}: {len(series.ids)} series, horizon {series.horizon}, "
+            f"history {min_history}..{max_history}, {rank.world} process(es), "
+            f"{torch.get_num_threads()} threads each"
+        )
     result = fit(series.train, model_config, train_config, progress=not args.quiet)
+    if not rank.is_main:
+        return  # every rank holds the same weights; rank 0 alone evaluates and writes
     print(
         f"trained on {result.device} in {result.seconds:.0f} s; "
         f"best epoch {result.best_epoch} (validation loss {result.best_val_loss:.4f})"

@@ -3,6 +3,12 @@
 The validation split is cut from the training part: each series' last `horizon`
 training points are validation targets, and training examples only ever use
 what comes before them.
+
+Data parallelism: series are dealt round-robin into `world` shards, and each step's
+global batch is `batch_size / world` examples from every shard, each shard with its
+own random stream. Under torchrun each rank holds one shard and DistributedDataParallel
+averages the gradients; a single process given `data_shards=world` draws the very same
+global batch, so the two runs train the same model.
 """
 
 from __future__ import annotations
@@ -15,10 +21,19 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from training import distributed
 from training.model import ModelConfig, StackedLSTMForecaster, pinball_loss
-from training.windows import Batch, last_window_batches, pad_right, sample_batch, trainable
+from training.windows import (
+    Batch,
+    concat_batches,
+    last_window_batches,
+    pad_right,
+    sample_batch,
+    trainable,
+)
 
 
 @dataclass
@@ -34,6 +49,8 @@ class TrainConfig:
     device: str = "auto"
     min_history: int = 12
     max_history: int = 126
+    # Shards drawn by this process; under torchrun each rank draws only its own.
+    data_shards: int = 1
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -63,9 +80,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def batch_loss(model: StackedLSTMForecaster, batch: Batch, quantiles: torch.Tensor) -> torch.Tensor:
+def batch_loss(
+    model: StackedLSTMForecaster | DistributedDataParallel, batch: Batch, quantiles: torch.Tensor
+) -> torch.Tensor:
     forecast = model(batch.values, batch.lengths)  # (B, H, Q)
-    scale = model.series_scale(batch.values, batch.lengths)  # (B,)
+    inner = model.module if isinstance(model, DistributedDataParallel) else model
+    scale = inner.series_scale(batch.values, batch.lengths)  # (B,)
     return pinball_loss(forecast.float(), batch.targets, quantiles, scale)
 
 
@@ -86,9 +106,20 @@ def fit(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train on `train_series` (each series' in-sample part) and return the best model."""
+    """Train on `train_series` (each series' in-sample part) and return the best model.
+
+    Under torchrun every rank calls this with all the series and trains on its shard;
+    every rank returns the same model.
+    """
+    rank = distributed.current()
+    if rank.distributed and config.data_shards != 1:
+        raise ValueError("data_shards simulates ranks in one process; leave it 1 under torchrun")
+    world = rank.world if rank.distributed else config.data_shards
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} must be a multiple of {world} shards")
     seed_everything(config.seed)
-    device = pick_device(config.device)
+    device = distributed.local_device(rank, pick_device(config.device))
+    distributed.start(rank, device)
     horizon = model_config.horizon
     # Validation targets are each series' last horizon points; training stops before them.
     usable = trainable(train_series, 2 * horizon, config.min_history)
@@ -98,11 +129,22 @@ def fit(
             f"(min_history {config.min_history} + training and validation horizons {horizon})"
         )
     fitting = [s[:-horizon] for s in usable]
+    shards = [fitting[k::world] for k in range(world)]
+    if rank.distributed:
+        shards = [shards[rank.rank]]
+    # One random stream per shard, the same whichever process draws from it.
+    rngs = [np.random.default_rng([config.seed, k]) for k in range(world)]
+    if rank.distributed:
+        rngs = [rngs[rank.rank]]
+    per_shard = config.batch_size // world
+    # Every rank validates on all series with identical weights: identical early stopping.
     val_batches = [
         b.to(device) for b in last_window_batches(usable, horizon, config.max_history, 1024)
     ]
 
     model = StackedLSTMForecaster(model_config).to(device)
+    # DDP broadcasts rank 0's initial weights and averages gradients over ranks.
+    trained = DistributedDataParallel(model) if rank.distributed else model
     quantiles = torch.tensor(model_config.quantiles, device=device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -112,21 +154,25 @@ def fit(
     )
     # bf16 autocast on CUDA only; CPU stays in float32 so results are bit-stable there.
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    rng = np.random.default_rng(config.seed)
 
     history: list[dict[str, float]] = []
     best_state, best_loss, best_epoch, stale = None, float("inf"), 0, 0
     started = time.perf_counter()
-    bar = tqdm(total=total_steps, desc="training", unit="step", disable=not progress)
+    bar = tqdm(
+        total=total_steps, desc="training", unit="step", disable=not (progress and rank.is_main)
+    )
     model.train()
     for epoch in range(1, config.epochs + 1):
         epoch_start, running = time.perf_counter(), 0.0
         for _ in range(config.steps_per_epoch):
-            batch = sample_batch(
-                fitting, config.batch_size, horizon, config.min_history, config.max_history, rng
+            batch = concat_batches(
+                [
+                    sample_batch(s, per_shard, horizon, config.min_history, config.max_history, r)
+                    for s, r in zip(shards, rngs, strict=True)
+                ]
             ).to(device)
             with autocast:
-                loss = batch_loss(model, batch, quantiles)
+                loss = batch_loss(trained, batch, quantiles)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, config.clip)
@@ -144,7 +190,7 @@ def fit(
         }
         history.append(row)
         bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{val:.4f}", best=best_epoch)
-        if on_epoch is not None:
+        if on_epoch is not None and rank.is_main:
             on_epoch(row)
         if val < best_loss:
             best_state, best_loss, best_epoch, stale = (
@@ -161,6 +207,7 @@ def fit(
 
     assert best_state is not None  # at least one epoch ran
     model.load_state_dict(best_state)
+    distributed.stop()
     return TrainResult(
         model=model.cpu().eval(),
         history=history,

@@ -84,3 +84,16 @@ def last_window_batches(
         make_batch(histories[i : i + batch_size], targets[i : i + batch_size])
         for i in range(0, len(series), batch_size)
     ]
+
+
+def concat_batches(batches: list[Batch]) -> Batch:
+    """One batch made of several, rows in order; shorter ones are zero-padded to the longest."""
+    if len(batches) == 1:
+        return batches[0]
+    steps = max(b.values.shape[1] for b in batches)
+    values = [torch.nn.functional.pad(b.values, (0, steps - b.values.shape[1])) for b in batches]
+    return Batch(
+        values=torch.cat(values),  # (sum B, T)
+        lengths=torch.cat([b.lengths for b in batches]),  # (sum B,)
+        targets=torch.cat([b.targets for b in batches]),  # (sum B, H)
+    )
