@@ -1,0 +1,56 @@
+"""Prometheus metrics the service adds to BentoML's own, served on the same /metrics.
+
+Names follow `forecaster_<what>_<unit>`; labels have few values. Under `bentoml serve`
+prometheus-client runs in multiprocess mode (BentoML sets PROMETHEUS_MULTIPROC_DIR), so
+each worker writes its samples to files that /metrics aggregates.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+SERIES = Counter(
+    "forecaster_forecast_series",
+    "Series answered with a forecast.",
+)
+TRUNCATED = Counter(
+    "forecaster_truncated_series",
+    "Series whose history was cut to the model's max_history points.",
+)
+HISTORY_LENGTH = Histogram(
+    "forecaster_history_length_points",
+    "History length of each series received, before any cut.",
+    buckets=(6, 12, 18, 24, 36, 48, 72, 96, 126, 160, 250, 500, 1000, 5000),
+)
+CALL_SERIES = Histogram(
+    "forecaster_model_call_series",
+    "Series in one forward pass of the model.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+CALL_PADDING = Histogram(
+    "forecaster_model_call_padding_ratio",
+    "Share of one forward pass's padded input that is padding.",
+    buckets=(0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0),
+)
+_TIME_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+QUEUE_WAIT = Histogram(
+    "forecaster_queue_wait_seconds",
+    "Time a request's series waited in the batching queue before its dispatch started.",
+    buckets=_TIME_BUCKETS,
+)
+COMPUTE = Histogram(
+    "forecaster_model_compute_seconds",
+    "Time of one forward pass (collated input to output array).",
+    buckets=_TIME_BUCKETS,
+)
+REJECTIONS = Counter(
+    "forecaster_rejections",
+    "Requests answered with an error, by reason (malformed_json, validation_error, ...).",
+    ["reason"],
+)
+MODEL_INFO = Gauge(
+    "forecaster_model_info",
+    "The served model; value 1, name and version in labels.",
+    ["name", "version"],
+    multiprocess_mode="max",
+)

@@ -1,0 +1,72 @@
+"""Every knob of the service, read once from `FORECASTER_*` environment variables.
+
+Each field has a default, so `bentoml serve` on a fresh clone needs no configuration.
+The batching defaults come from measurement (see docs/SERVING.md, "Batching settings").
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Service settings; `FORECASTER_<FIELD>` overrides each one (e.g. `FORECASTER_MODEL`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FORECASTER_", extra="ignore", frozen=True)
+
+    model: str = Field(
+        default="models/m3-monthly",
+        description=(
+            "The model to serve: a directory holding model.ts + metadata.json (relative paths "
+            "are tried against the working directory, then the project root), or a BentoML "
+            "model store tag such as forecaster-m3-monthly:latest."
+        ),
+    )
+    max_batch_size: int = Field(
+        default=64,
+        ge=1,
+        description="Most series BentoML's adaptive batcher merges into one dispatch.",
+    )
+    max_latency_ms: int = Field(
+        default=2000,
+        ge=10,
+        description=(
+            "Adaptive batching latency target; a request whose estimated wait exceeds it is "
+            "answered 503 (overloaded) rather than queued further."
+        ),
+    )
+    max_padded_cost: int = Field(
+        default=4096,
+        ge=1,
+        description=(
+            "Budget of one forward pass: rows * longest (possibly truncated) history. "
+            "A dispatch over budget is split into several passes."
+        ),
+    )
+    max_series_per_request: int = Field(default=256, ge=1, description="Series in one request.")
+    max_points_per_request: int = Field(
+        default=100_000, ge=1, description="History points summed over a request's series."
+    )
+    max_body_bytes: int = Field(
+        default=2_000_000, ge=1024, description="Largest request body accepted (413 beyond)."
+    )
+    max_abs_value: float = Field(
+        default=1e15,
+        gt=0,
+        description="Largest |value| accepted in a history (float32 keeps forecasts finite).",
+    )
+    torch_threads: int = Field(default=1, ge=1, description="torch intra-op threads per worker.")
+    workers: int = Field(default=1, ge=1, description="BentoML worker processes.")
+    request_timeout_s: float = Field(default=30.0, gt=0, description="BentoML request timeout.")
+    retry_after_s: int = Field(
+        default=1, ge=0, description="Retry-After header value on 503 (overloaded)."
+    )
+    warmup_rounds: int = Field(
+        default=12,
+        ge=0,
+        description=(
+            "Forward passes run at start-up, through the batcher, before /readyz says ready "
+            "(also trains BentoML's latency estimate)."
+        ),
+    )

@@ -1,0 +1,74 @@
+"""`bentoml build`, then serve the built bento by its tag from an empty directory.
+
+This is the container's path minus Docker: the bento must carry the code and the model.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.service.conftest import Reference
+from tests.service.server import BENTOML, ROOT, Server
+from tests.service.tiny_model import NAME, QUANTILES, VERSION
+
+pytestmark = pytest.mark.slow
+
+
+def test_built_bento_serves_its_own_model_from_an_empty_directory(
+    tiny_artifact: Path, reference: Reference, tmp_path: Path
+) -> None:
+    """Guards against a bento missing the model or a module, which only fails in production."""
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    shutil.copytree(
+        ROOT / "service", project / "service", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copy(ROOT / "bentofile.yaml", project)
+    # The tiny model stands in for the shipped default, models/m3-monthly.
+    shutil.copytree(tiny_artifact, project / "models" / "m3-monthly")
+    (project / "models" / "m3-monthly" / "learning_curve.png").write_bytes(b"not needed to serve")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FORECASTER_")}
+    env["BENTOML_HOME"] = str(tmp_path / "home")
+    env["BENTOML_DO_NOT_TRACK"] = "True"
+
+    built = subprocess.run(
+        [str(BENTOML), "build", "--output", "tag"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    tag = built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    assert tag.startswith("forecaster:"), built.stdout
+
+    bento = tmp_path / "home" / "bentos" / "forecaster" / tag.split(":")[1]
+    files = {str(p.relative_to(bento / "src")) for p in (bento / "src").rglob("*") if p.is_file()}
+    assert {"models/m3-monthly/model.ts", "models/m3-monthly/metadata.json"} <= files
+    assert "service/service.py" in files
+    assert not [f for f in files if f.endswith(".png") or f.startswith(("tests", "training"))]
+    assert (bento / "env" / "docker" / "Dockerfile").is_file(), "bentoml build made no Dockerfile"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with Server(env, target=tag, cwd=empty) as server:
+        values = [random.Random(7).uniform(50, 150) for _ in range(23)]
+        response = httpx.post(
+            f"{server.url}/forecast", json={"series": [{"values": values}]}, timeout=30
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model"] == {"name": NAME, "version": VERSION}
+        expected = reference(values)
+        np.testing.assert_allclose(
+            body["forecasts"][0]["point"], expected[:, QUANTILES.index(0.5)], rtol=1e-5
+        )

@@ -1,0 +1,115 @@
+"""Unit tests of the HTTP boundary middleware, driven in-process as a plain ASGI app."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from prometheus_client import REGISTRY
+
+from service.guard import RequestGuard
+from service.schemas import Limits
+
+LIMITS = Limits(6, (0.1, 0.5, 0.9), 4, 40, 3, 50, 1e6)
+VALID = b'{"series": [{"values": [1, 2, 3, 4]}]}'
+
+
+class Downstream:
+    """Stands in for BentoML's app: records what reached it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict[str, Any], bytes]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        message = await receive()
+        self.calls.append((scope, message["body"]))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"downstream"})
+
+
+def call(
+    guard: RequestGuard, method: str, path: str, chunks: list[bytes], headers: list[Any]
+) -> tuple[int, dict[bytes, bytes], bytes, int]:
+    """Run one request; returns status, headers, body and how many body chunks were read."""
+    pending = list(chunks)
+    read = 0
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal read
+        if not pending:
+            return {"type": "http.disconnect"}
+        read += 1
+        return {"type": "http.request", "body": pending.pop(0), "more_body": bool(pending)}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "headers": headers}
+    asyncio.run(guard(scope, receive, send))
+    start = sent[0]
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    return start["status"], dict(start["headers"]), body, read
+
+
+def make() -> tuple[RequestGuard, Downstream]:
+    downstream = Downstream()
+    return RequestGuard(downstream, LIMITS, max_body_bytes=1024, card={"name": "tiny"}), downstream
+
+
+def rejections(reason: str) -> float:
+    return REGISTRY.get_sample_value("forecaster_rejections_total", {"reason": reason}) or 0.0
+
+
+def test_valid_body_reaches_bentoml_unchanged_and_as_json() -> None:
+    """Guards against curl's default form content type making BentoML parse a form."""
+    guard, downstream = make()
+    headers = [(b"content-type", b"application/x-www-form-urlencoded")]
+    status, _, body, _ = call(guard, "POST", "/forecast", [VALID[:10], VALID[10:]], headers)
+    assert (status, body) == (200, b"downstream")
+    scope, forwarded = downstream.calls[0]
+    assert forwarded == VALID
+    assert (b"content-type", b"application/json") in scope["headers"]
+    assert (b"content-type", b"application/x-www-form-urlencoded") not in scope["headers"]
+
+
+def test_declared_oversize_is_413_before_reading_the_body() -> None:
+    """Guards against buffering a huge body only to refuse it afterwards."""
+    guard, downstream = make()
+    before = rejections("body_too_large")
+    status, headers, body, read = call(
+        guard, "POST", "/forecast", [b"x" * 2000], [(b"content-length", b"2000")]
+    )
+    assert (status, read, downstream.calls) == (413, 0, [])
+    assert headers[b"content-type"] == b"application/json"
+    assert json.loads(body) == {
+        "error": "body_too_large",
+        "message": "request body is 2000 B; the limit is 1024 B",
+        "detail": [],
+    }
+    assert rejections("body_too_large") == before + 1
+
+
+def test_undeclared_oversize_stops_reading_at_the_limit() -> None:
+    guard, downstream = make()
+    status, _, body, read = call(guard, "POST", "/forecast", [b"x" * 600] * 5, [])
+    assert (status, read, downstream.calls) == (413, 2, [])
+    assert json.loads(body)["message"] == "request body exceeds the limit of 1024 B"
+
+
+def test_invalid_body_is_answered_by_the_guard_and_counted() -> None:
+    guard, downstream = make()
+    before = rejections("validation_error")
+    status, _, body, _ = call(guard, "POST", "/forecast", [b'{"series": []}'], [])
+    assert (status, downstream.calls) == (422, [])
+    assert json.loads(body)["detail"][0]["loc"] == "series"
+    assert rejections("validation_error") == before + 1
+
+
+def test_model_card_and_other_routes() -> None:
+    guard, downstream = make()
+    status, _, body, _ = call(guard, "GET", "/model", [], [])
+    assert (status, json.loads(body)) == (200, {"name": "tiny"})
+    status, _, body, _ = call(guard, "GET", "/metrics", [b""], [])
+    assert (status, body, len(downstream.calls)) == (200, b"downstream", 1)
