@@ -6,12 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup test lint format train serve build load bench clean
 
-# Idempotent: reinstalls only when pyproject.toml changed.
+# Idempotent: reinstalls only when pyproject.toml changed. Debian's prometheus (for the
+# monitoring tests) is installed when missing; without root the tests that need it skip.
 setup: $(STAMP)
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml deploy/install-prometheus.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
+	bash deploy/install-prometheus.sh
 	touch $(STAMP)
 
 test: setup

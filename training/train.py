@@ -38,7 +38,7 @@ from training.windows import (
 
 @dataclass
 class TrainConfig:
-    epochs: int = 60
+    epochs: int = 40
     steps_per_epoch: int = 50
     batch_size: int = 256
     lr: float = 3e-3
