@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from typing import Any
 
 import pytest
 
 from service.settings import Settings
-from tests.deploy.conftest import K8S, load_yaml
+from tests.deploy.conftest import K8S, ROOT, load_yaml
 
 PORT = 3000  # BentoML's default port, which the bento's image serves on
 LABEL_VALUE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)$")
@@ -108,10 +109,12 @@ def test_labels_carry_the_model_version_and_selectors_match() -> None:
     for labels in (deployment["metadata"]["labels"], pod_labels):
         assert LABEL_VALUE.match(labels["forecaster.io/model-version"])
         assert labels["forecaster.io/model-name"]
+    shipped = json.loads((ROOT / "models" / "m3-monthly" / "metadata.json").read_text())
     assert (
         deployment["metadata"]["labels"]["forecaster.io/model-version"]
         == pod_labels["forecaster.io/model-version"]
-    )
+        == shipped["version"]
+    ), "deploy/k8s/deployment.yaml must label the shipped model's version"
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert "forecaster.io/model-version" not in selector  # selectors are immutable
     assert selector.items() <= pod_labels.items()
