@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint format train serve build load bench clean
+.PHONY: setup test lint format train serve build load bench soak clean
 
 # Idempotent: reinstalls only when pyproject.toml changed. Debian's prometheus (for the
 # monitoring tests) is installed when missing; without root the tests that need it skip.
@@ -37,6 +37,15 @@ serve: setup
 
 build: setup
 	$(BIN)/bentoml build
+
+# Locust against a fresh server on the default model; non-zero exit on any failed request.
+load: setup
+	$(BIN)/python -m load_tests.run_load $(LOAD_ARGS)
+
+# Every serving contender side by side (BENCHMARKS.md); needs the `bench` extra.
+bench: setup
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python -m load_tests.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

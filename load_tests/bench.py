@@ -1,0 +1,407 @@
+"""`make bench`: every serving contender measured side by side, in one run, on the same model.
+
+Contenders (same `model.ts`, same M3 monthly payloads, each warmed up first):
+
+- **limit**: the model called in-process (load_tests/limit.py), packed and plain padded;
+- **ours**: `bentoml serve` with adaptive batching, as shipped;
+- **nobatch**: the same service with batching off;
+- **torchserve**: TorchServe 0.12 with its own batching, one worker, our handler.
+
+The servers (and all their processes) run on one core, this script (the closed-loop load
+generator, load_tests/loadgen.py) on another. Server CPU time is the utime + stime of the
+server's whole process tree over the measured window. Writes
+`load_tests/results/bench-<UTC>.json` and `latest.json`, `throughput_vs_p99.png`, and the
+tables into BENCHMARKS.md between its marker comments.
+
+    .venv/bin/python -m load_tests.bench                       # full run, ~15 min
+    .venv/bin/python -m load_tests.bench --duration 5 --reps 1 --standin   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from load_tests import report
+from load_tests.loadgen import LoadResult, closed_loop
+from load_tests.payloads import Payload, m3_monthly, payload_pool
+from load_tests.servers import (
+    ROOT,
+    Server,
+    bentoml_server,
+    read_torchserve_stats,
+    torchserve_server,
+)
+from load_tests.standin import write_standin
+
+RESULTS = ROOT / "load_tests" / "results"
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+
+
+def nobatch_env() -> dict[str, str]:
+    """Environment that turns the service's batching off.
+
+    Uses a boolean batching setting when the service has one; until then a batch of at
+    most one series (each series alone through the batcher's queue) is the nearest thing.
+    """
+    from service.settings import Settings
+
+    for name in ("batching", "adaptive_batching", "enable_batching"):
+        if name in Settings.model_fields:
+            return {f"FORECASTER_{name.upper()}": "false"}
+    return {"FORECASTER_MAX_BATCH_SIZE": "1"}
+
+
+def call_series(metrics_text: str) -> tuple[float, float]:
+    """(sum, count) of `forecaster_model_call_series` in a /metrics page; (0, 0) if absent."""
+    total = count = 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "forecaster_model_call_series":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_sum"):
+                total += sample.value
+            elif sample.name.endswith("_count"):
+                count += sample.value
+    return total, count
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu_model": model,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "load_before": round(os.getloadavg()[0], 2),
+    }
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("torch", "bentoml", "torchserve", "aiohttp", "locust"):
+        try:
+            out[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            out[dist] = "absent"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        java = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=30)
+        out["java"] = java.stderr.splitlines()[0].split('"')[1]
+    return out
+
+
+class Probe:
+    """Reads a server's CPU time and its series-per-model-call counters at window edges."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    async def counters(self) -> tuple[float, float]:
+        if self.server.name == "torchserve":
+            calls, series = read_torchserve_stats(self.server)
+            return float(series), float(calls)
+        if self.server.metrics_url is None:
+            return 0.0, 0.0
+        async with httpx.AsyncClient() as client:
+            resp = await client.get(self.server.metrics_url, timeout=10.0)
+        return call_series(resp.text)
+
+    async def start(self) -> tuple[float, tuple[float, float]]:
+        counters = await self.counters()  # before the CPU reading: /metrics costs CPU too
+        return self.server.cpu_seconds(), counters
+
+    async def end(self) -> tuple[float, tuple[float, float]]:
+        cpu = self.server.cpu_seconds()
+        return cpu, await self.counters()
+
+
+def summarise(result: LoadResult) -> dict[str, Any]:
+    """One repetition's figures, server CPU and series per call included."""
+    (cpu0, (s0, c0)), (cpu1, (s1, c1)) = result.before, result.after
+    served = result.ok * result.series_per_request
+    return {
+        "users": result.users,
+        "series_per_request": result.series_per_request,
+        "requests_per_s": result.requests_per_s,
+        "series_per_s": result.series_per_s,
+        "p50_ms": result.percentile_ms(50),
+        "p95_ms": result.percentile_ms(95),
+        "p99_ms": result.percentile_ms(99),
+        "errors": result.errors,
+        "warmup_errors": result.warmup_errors,
+        "server_cpu_s": cpu1 - cpu0,
+        "cpu_ms_per_series": 1000.0 * (cpu1 - cpu0) / served if served else None,
+        "series_per_call": (s1 - s0) / (c1 - c0) if c1 > c0 else None,
+        "error_samples": result.error_samples,
+    }
+
+
+def measure_point(
+    server: Server,
+    payloads: list[Payload],
+    users: int,
+    horizon: int,
+    args: argparse.Namespace,
+    warmup_s: float,
+) -> dict[str, Any]:
+    """Median over `args.reps` windows of `users` closed-loop clients against `server`."""
+    probe = Probe(server)
+    url = server.base_url + server.predict_path
+    reps = []
+    for rep in range(args.reps):
+        result = asyncio.run(
+            closed_loop(
+                url,
+                payloads,
+                users,
+                horizon,
+                warmup_s if rep == 0 else min(1.0, warmup_s),
+                args.duration,
+                on_start=probe.start,
+                on_end=probe.end,
+            )
+        )
+        reps.append(summarise(result))
+    point = report.median_point(reps)
+    point["error_samples"] = [s for r in reps for s in r["error_samples"]][:5]
+    point["rep_requests_per_s"] = [r["requests_per_s"] for r in reps]
+    return point
+
+
+def run_contender(
+    name: str,
+    start: Callable[[], AbstractContextManager[Server]],
+    single: list[Payload],
+    bulk: list[Payload],
+    horizon: int,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Start one server, warm it, measure every single-series and the bulk point, stop it."""
+    print(f"[bench] {name}: starting", flush=True)
+    started = time.monotonic()
+    try:
+        with start() as server:
+            print(f"[bench] {name}: ready in {time.monotonic() - started:.1f} s", flush=True)
+            # Warm-up at moderate concurrency: compiles the model's paths, fills pools,
+            # lets TorchServe's JIT and BentoML's latency model settle.
+            measure_point(server, single, 8, horizon, _one_rep(args), args.warmup)
+            points = []
+            for users in args.users:
+                point = measure_point(server, single, users, horizon, args, args.warmup)
+                print(f"[bench] {name}: {_line(point)}", flush=True)
+                points.append(point)
+            bulk_point = measure_point(server, bulk, args.bulk_users, horizon, args, args.warmup)
+            print(f"[bench] {name}: bulk {_line(bulk_point)}", flush=True)
+            return {"single": points, "bulk": bulk_point, "error": None}
+    except Exception as exc:  # a contender that cannot run is reported, the others go on
+        print(f"[bench] {name}: FAILED: {exc}", file=sys.stderr, flush=True)
+        return {"single": [], "bulk": None, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+
+
+def _one_rep(args: argparse.Namespace) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), "reps": 1, "duration": min(2.0, args.duration)})
+
+
+def _line(p: dict[str, Any]) -> str:
+    def f(key: str, digits: int) -> str:
+        value = p.get(key)
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    return (
+        f"users={p['users']} req/s={f('requests_per_s', 1)} series/s={f('series_per_s', 0)} "
+        f"p50={f('p50_ms', 1)} p99={f('p99_ms', 1)} ms errors={p['errors']} "
+        f"cpu-ms/series={f('cpu_ms_per_series', 3)} series/call={f('series_per_call', 1)}"
+    )
+
+
+def run_limit(model_dir: Path, sizes: list[int], args: argparse.Namespace) -> dict[str, Any]:
+    """The in-process limit in a child process pinned to the server core."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "limit.json"
+        command = [
+            sys.executable,
+            "-m",
+            "load_tests.limit",
+            "--model",
+            str(model_dir),
+            "--sizes",
+            ",".join(str(s) for s in sizes),
+            "--seconds",
+            str(args.limit_seconds),
+            "--reps",
+            str(args.reps),
+            "--core",
+            str(args.server_core),
+            "--json",
+            str(out),
+        ]
+        subprocess.run(command, cwd=ROOT, check=True, timeout=900)
+        return dict(json.loads(out.read_text()))
+
+
+@contextlib.contextmanager
+def model_directory(args: argparse.Namespace) -> Iterator[Path]:
+    if not args.standin:
+        model = args.model if args.model.is_absolute() else ROOT / args.model
+        if not (model / "metadata.json").is_file():
+            raise SystemExit(f"no model at {model}; train one (make train) or pass --standin")
+        yield model
+        return
+    with tempfile.TemporaryDirectory(prefix="standin-") as tmp:
+        yield write_standin(Path(tmp) / "standin")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=Path("models/m3-monthly"))
+    parser.add_argument("--standin", action="store_true", help="use an untrained stand-in model")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured s per point")
+    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up s before a point")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions (median reported)")
+    parser.add_argument("--users", default="1,8,32,64", help="single-series concurrencies")
+    parser.add_argument("--bulk-series", type=int, default=64, help="series per bulk request")
+    parser.add_argument("--bulk-users", type=int, default=4, help="concurrent bulk clients")
+    parser.add_argument("--limit-sizes", default="1,8,32,128", help="in-process batch sizes")
+    parser.add_argument("--limit-seconds", type=float, default=1.5, help="s per limit rep")
+    parser.add_argument(
+        "--contenders", default="limit,ours,nobatch,torchserve", help="which to run"
+    )
+    parser.add_argument("--ts-batch-size", type=int, default=64, help="TorchServe batchSize")
+    parser.add_argument("--ts-delay-ms", type=int, default=5, help="TorchServe maxBatchDelay")
+    parser.add_argument("--server-core", type=int, default=0)
+    parser.add_argument("--client-core", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--no-markdown", action="store_true", help="leave BENCHMARKS.md alone")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a floor fails")
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for ours and nobatch (repeatable), to try a setting",
+    )
+    args = parser.parse_args(argv)
+    args.service_env = dict(item.split("=", 1) for item in args.service_env)
+    args.users = [int(u) for u in args.users.split(",")]
+    args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.sched_setaffinity(0, {args.client_core})  # the load generator's core; servers get theirs
+    args.out.mkdir(parents=True, exist_ok=True)
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-logs-"))
+    histories = m3_monthly()
+    single = payload_pool(1, 512, seed=1, histories=histories)
+    bulk = payload_pool(args.bulk_series, 32, seed=2, histories=histories)
+    lengths = [len(h.values) for h in histories]
+    mean_length = statistics.mean(lengths)
+    sizes = sorted({*(int(s) for s in args.limit_sizes.split(",")), args.bulk_series})
+    created = datetime.now(UTC)
+    result: dict[str, Any] = {"created": created.isoformat(timespec="seconds")}
+    result["machine"] = machine()
+    result["versions"] = versions()
+    with model_directory(args) as model_dir:
+        meta = json.loads((model_dir / "metadata.json").read_text())
+        horizon = int(meta["horizon"])
+        nobatch = nobatch_env()
+        result["config"] = {
+            "model": str(args.model) if not args.standin else "stand-in (untrained, same shape)",
+            "model_version": meta.get("version"),
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "reps": args.reps,
+            "users": args.users,
+            "bulk_series": args.bulk_series,
+            "bulk_users": args.bulk_users,
+            "history_lengths": f"{min(lengths)}–{max(lengths)}, mean {mean_length:.0f}",
+            "server_core": args.server_core,
+            "client_core": args.client_core,
+            "load_generator": "asyncio + aiohttp closed loop (load_tests/loadgen.py)",
+            "service_env": args.service_env,
+            "nobatch_env": nobatch,
+            "torchserve": {
+                "batch_size": args.ts_batch_size,
+                "max_batch_delay_ms": args.ts_delay_ms,
+                "workers": 1,
+                "logging": "warn (load_tests/torchserve/log4j2.xml)",
+            },
+        }
+        if "limit" in args.contenders:
+            print("[bench] limit: in-process model", flush=True)
+            result["limit"] = run_limit(model_dir, sizes, args)
+        starters: dict[str, Callable[[], AbstractContextManager[Server]]] = {
+            "ours": lambda: bentoml_server(
+                model_dir, log_dir, env=args.service_env, core=args.server_core
+            ),
+            "nobatch": lambda: bentoml_server(
+                model_dir,
+                log_dir,
+                env={**args.service_env, **nobatch},
+                core=args.server_core,
+                name="nobatch",
+            ),
+            "torchserve": lambda: torchserve_server(
+                model_dir, log_dir, args.ts_batch_size, args.ts_delay_ms, core=args.server_core
+            ),
+        }
+        result["contenders"] = {}
+        for name, start in starters.items():
+            if name in args.contenders:
+                result["contenders"][name] = run_contender(name, start, single, bulk, horizon, args)
+    result["machine"]["load_after"] = round(os.getloadavg()[0], 2)
+    result["floors"] = report.floors(result)
+    result["logs"] = str(log_dir)
+    stamp = created.strftime("%Y%m%dT%H%M%SZ")
+    text = json.dumps(finite(result), indent=2, allow_nan=False)
+    (args.out / f"bench-{stamp}.json").write_text(text + "\n")
+    (args.out / "latest.json").write_text(text + "\n")
+    with contextlib.suppress(Exception):
+        report.plot(result, args.out / "throughput_vs_p99.png")
+    table = report.markdown(result)
+    print(table)
+    if not args.no_markdown:
+        existing = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
+        BENCHMARKS_MD.write_text(report.replace_between_markers(existing, table))
+    print(f"[bench] wrote {args.out / f'bench-{stamp}.json'}; server logs in {log_dir}")
+    failed = [f["floor"] for f in result["floors"] if not f["passed"]]
+    return 1 if args.strict and failed else 0
+
+
+def finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float (an empty window's percentile) made None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
