@@ -47,5 +47,9 @@ bench: setup
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python -m load_tests.bench $(BENCH_ARGS)
 
+# Ten minutes of mixed load (MINUTES=2 for a short one): RSS, file descriptors, latency.
+soak: setup
+	$(BIN)/python -m load_tests.soak --minutes $(or $(MINUTES),10)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

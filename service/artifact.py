@@ -95,6 +95,40 @@ class Artifact:
         module.eval()
         return module
 
+    def load_checked(self) -> Any:
+        """The module, after one probe batch showed it agrees with the metadata.
+
+        The hash ties model.ts to metadata.json's export, not its content to the keys:
+        a hand-edited horizon or quantile list would otherwise serve mis-labelled columns.
+        """
+        import torch
+
+        module = self.load_module()
+        short, long = int(self.metadata["min_history"]), int(self.metadata["max_history"])
+        values = torch.linspace(1.0, 2.0, long).repeat(2, 1)  # (2, T), a gentle ramp
+        lengths = torch.tensor([short, long])  # (2,)
+        try:
+            with torch.inference_mode():
+                out = module(values, lengths)  # (2, H, Q)
+        except Exception as exc:
+            raise ArtifactError(f"{self.model_path} fails on a probe batch: {exc}") from exc
+        expected = (2, self.horizon, len(self.quantiles))
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ArtifactError(
+                f"{self.model_path} returns shape {shape} for 2 series, but metadata.json "
+                f"(horizon {self.horizon}, {len(self.quantiles)} quantiles) implies {expected}"
+            )
+        if not bool(torch.isfinite(out).all()):
+            raise ArtifactError(f"{self.model_path} returns non-finite values on a probe batch")
+        return module
+
+
+def one_line(exc: BaseException, limit: int = 600) -> str:
+    """An error as one line of text (torch's messages span many), cut to `limit` chars."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 def read(directory: Path, store_tag: str | None = None) -> Artifact:
     """Read and check `metadata.json` in `directory`, and that `model.ts` matches its hash."""

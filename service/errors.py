@@ -24,7 +24,10 @@ STATUS: dict[str, int] = {
     "malformed_json": 400,
     "body_too_large": 413,
     "validation_error": 422,
+    "unforecastable": 422,
+    "unauthorized": 401,
     "overloaded": 503,
+    "queue_full": 503,
     "model_error": 500,
 }
 

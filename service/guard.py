@@ -10,6 +10,7 @@ value received. `GET /model` answers the model card.
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -26,6 +27,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 FORECAST_PATH = "/forecast"
 MODEL_PATH = "/model"
+HEALTH_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
+METRICS_PATH = "/metrics"
 
 
 async def send_json(
@@ -68,18 +71,58 @@ class RequestGuard:
     """ASGI middleware: validate /forecast bodies, answer /model; pass all else through."""
 
     def __init__(
-        self, app: ASGIApp, limits: Limits, max_body_bytes: int, card: dict[str, Any]
+        self,
+        app: ASGIApp,
+        limits: Limits,
+        max_body_bytes: int,
+        card: dict[str, Any],
+        token: str = "",
+        auth_health: bool = False,
+        auth_metrics: bool = False,
     ) -> None:
         self.app = app
         self.limits = limits
         self.max_body_bytes = max_body_bytes
         self.card = json.dumps(card, allow_nan=False).encode()
+        self._expected = f"Bearer {token}".encode() if token else b""
+        self.auth_health = auth_health
+        self.auth_metrics = auth_metrics
+
+    def __repr__(self) -> str:  # never the token
+        return f"RequestGuard(auth={'on' if self._expected else 'off'})"
+
+    def needs_token(self, path: str) -> bool:
+        if not self._expected:
+            return False
+        if path in HEALTH_PATHS:
+            return self.auth_health
+        if path == METRICS_PATH:
+            return self.auth_metrics
+        return True
+
+    def authorized(self, scope: Scope) -> bool:
+        presented = b""
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                presented = bytes(value)
+                break
+        # Constant time in the token's content: no timing oracle on how much of it matched.
+        return hmac.compare_digest(presented, self._expected)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path, method = scope["path"], scope["method"]
+        if self.needs_token(path) and not self.authorized(scope):
+            exc = ClientError(
+                "unauthorized",
+                "missing or wrong bearer token (Authorization: Bearer <FORECASTER_API_TOKEN>)",
+                headers={"WWW-Authenticate": 'Bearer realm="forecaster"'},
+            )
+            metrics.REJECTIONS.labels(exc.reason).inc()
+            await send_json(send, exc.status, exc.body(), exc.headers)
+            return
         if path == MODEL_PATH and method in ("GET", "HEAD"):
             await send_json(send, 200, self.card)
             return

@@ -43,6 +43,11 @@ COMPUTE = Histogram(
     "Time of one forward pass (collated input to output array).",
     buckets=_TIME_BUCKETS,
 )
+QUEUE_SERIES = Gauge(
+    "forecaster_queue_series",
+    "Series admitted and not yet answered (waiting for or in a forward pass).",
+    multiprocess_mode="livesum",
+)
 REJECTIONS = Counter(
     "forecaster_rejections",
     "Requests answered with an error, by reason (malformed_json, validation_error, ...).",

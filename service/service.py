@@ -2,7 +2,8 @@
 
 `POST /forecast` takes one or many series plus per-request options; the series of
 concurrent requests are merged by BentoML's adaptive batcher (`CorkDispatcher`, the
-engine behind `@bentoml.api(batchable=True)`) and packed by `service.batching`.
+engine behind `@bentoml.api(batchable=True)`) and packed by `service.batching`. With
+`FORECASTER_BATCHING=false` the dispatcher is skipped: each request runs alone.
 
 Why not a batchable `@bentoml.api`: such an API takes exactly one batched parameter, so
 per-request `horizon`/`quantiles` could not sit beside `series`, and a batchable method
@@ -18,9 +19,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
-from collections.abc import Sequence
-from typing import Annotated, Any, NamedTuple
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any, NamedTuple, NoReturn
 
 import bentoml
 import numpy as np
@@ -28,21 +30,42 @@ import torch
 
 # Private, but it is BentoML's own adaptive batcher; bentoml is pinned (==1.4.40).
 from bentoml._internal.marshal.dispatcher import CorkDispatcher
-from pydantic import Field
+from pydantic import Field, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from service import artifact, metrics
 from service.batching import SubBatch, run_packed
-from service.errors import ClientError
+from service.errors import ClientError, FieldError
 from service.guard import RequestGuard
 from service.schemas import EXAMPLE_VALUES, ForecastResponse, Limits, SeriesIn
 from service.settings import Settings
 
 logger = logging.getLogger("forecaster")
 
-SETTINGS = Settings()
-# At import, so `bentoml serve` and `bentoml build` stop at once with the reason.
-ARTIFACT = artifact.locate(SETTINGS.model)
+
+def _refuse_to_start(reason: str) -> NoReturn:
+    # One line on stderr and exit status 1, rather than a traceback through BentoML's loader.
+    print(f"forecaster cannot start: {reason}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
+# At import, so `bentoml serve` and `bentoml build` stop at once with the reason; the
+# module is loaded and probed here too, so a corrupt or mismatched model.ts stops the
+# server before any worker starts (BentoML would otherwise restart failing workers).
+try:
+    SETTINGS = Settings()
+    ARTIFACT = artifact.locate(SETTINGS.model)
+    MODULE = ARTIFACT.load_checked()
+except ValidationError as exc:
+    _refuse_to_start(
+        "; ".join(
+            f"FORECASTER_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+    )
+except artifact.ArtifactError as exc:
+    _refuse_to_start(artifact.one_line(exc))
 LIMITS = Limits(
     horizon=ARTIFACT.horizon,
     quantiles=ARTIFACT.quantiles,
@@ -61,12 +84,35 @@ class Queued(NamedTuple):
     enqueued: float  # time.perf_counter()
 
 
-def _overloaded() -> Any:
-    raise ClientError(
+def _overloaded_error() -> ClientError:
+    return ClientError(
         "overloaded",
         "the model queue is longer than FORECASTER_MAX_LATENCY_MS allows; retry later",
         headers={"Retry-After": str(SETTINGS.retry_after_s)},
     )
+
+
+def _overloaded() -> Any:
+    raise _overloaded_error()
+
+
+def _queue_full(pending: int) -> ClientError:
+    return ClientError(
+        "queue_full",
+        f"{pending} series already wait for the model, FORECASTER_MAX_QUEUE_SERIES is "
+        f"{SETTINGS.max_queue_series}; retry later",
+        headers={"Retry-After": str(SETTINGS.retry_after_s)},
+    )
+
+
+def _unforecastable(broken: list[int], used: list[tuple[int, bool]]) -> ClientError:
+    """A 422: valid input on which the model's forecast is not finite (retrying won't help)."""
+    message = "the model's forecast of this history is not finite"
+    detail = [
+        FieldError(f"series[{i}].values", "finite_forecast", message, used[i][0]) for i in broken
+    ]
+    more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+    return ClientError("unforecastable", f"series[{broken[0]}]: {message}{more}", detail)
 
 
 def _error_response(exc: ClientError) -> Response:
@@ -88,17 +134,24 @@ class Forecaster:
 
     def __init__(self) -> None:
         torch.set_num_threads(SETTINGS.torch_threads)
-        self.module = ARTIFACT.load_module()
+        self.module = MODULE
         self.ready = False
         self.recording = True
-        dispatcher: CorkDispatcher[list[Queued], list[np.ndarray] | Exception] = CorkDispatcher(
-            max_latency_in_ms=SETTINGS.max_latency_ms,
-            max_batch_size=SETTINGS.max_batch_size,
-            fallback=_overloaded,
-            get_batch_size=len,
-        )
-        # Synchronous callback: the dispatcher runs it in a worker thread, one at a time.
-        self.batched = dispatcher(self.predict_batches)
+        # Series admitted and not yet answered (queued or in a forward pass), this worker.
+        self.pending = 0
+        self.batched: Callable[[list[Queued]], Awaitable[list[np.ndarray] | None]]
+        if SETTINGS.batching:
+            dispatcher: CorkDispatcher[list[Queued], list[np.ndarray] | Exception]
+            dispatcher = CorkDispatcher(
+                max_latency_in_ms=SETTINGS.max_latency_ms,
+                max_batch_size=SETTINGS.max_batch_size,
+                fallback=_overloaded,
+                get_batch_size=len,
+            )
+            # Synchronous callback: the dispatcher runs it in a worker thread, one at a time.
+            self.batched = dispatcher(self.predict_batches)
+        else:
+            self.batched = self.predict_alone
         metrics.MODEL_INFO.labels(ARTIFACT.name, ARTIFACT.version).set(1)
         logger.info("loaded model %s version %s", ARTIFACT.name, ARTIFACT.version)
 
@@ -160,6 +213,13 @@ class Forecaster:
                 answers.append(exc)
         return answers
 
+    async def predict_alone(self, queued: list[Queued]) -> list[np.ndarray]:
+        """FORECASTER_BATCHING=false: this request's series alone, in a worker thread."""
+        [answer] = await run_in_threadpool(self.predict_batches, [queued])
+        if isinstance(answer, Exception):  # only a multi-request dispatch returns these
+            raise answer
+        return answer
+
     def run(self, requests: list[list[np.ndarray]]) -> list[list[np.ndarray]]:
         return run_packed(
             requests,
@@ -208,6 +268,10 @@ class Forecaster:
                 values = values[-LIMITS.max_history :]  # most recent points
             queued.append(Queued(values, now))
             used.append((len(values), cut))
+        if self.pending and self.pending + len(queued) > SETTINGS.max_queue_series:
+            return _error_response(_queue_full(self.pending))
+        self.pending += len(queued)
+        metrics.QUEUE_SERIES.inc(len(queued))
         try:
             outputs = await self.batched(queued)
         except ClientError as exc:
@@ -215,19 +279,22 @@ class Forecaster:
         except Exception:
             logger.exception("forecast failed")
             return _error_response(ClientError("model_error", "the model failed; see server log"))
+        finally:
+            self.pending -= len(queued)
+            metrics.QUEUE_SERIES.dec(len(queued))
+        if outputs is None:  # typed Optional by BentoML; its fallback raises instead
+            return _error_response(_overloaded_error())
         h = horizon or LIMITS.horizon
         wanted = list(quantiles) if quantiles else list(LIMITS.quantiles)
         columns = [LIMITS.quantiles.index(q) for q in wanted]
+        broken = [i for i, out in enumerate(outputs) if not np.isfinite(out[:h]).all()]
+        if broken:
+            # Logged without the values or ids: request bodies stay out of the logs.
+            logger.warning("non-finite forecast for series %s of a request", broken[:10])
+            return _error_response(_unforecastable(broken, used))
         forecasts: list[dict[str, Any]] = []
         for i, (item, out, (n_used, cut)) in enumerate(zip(series, outputs, used, strict=True)):
             block = out[:h]  # (h, Q)
-            if not np.isfinite(block).all():
-                logger.error("non-finite forecast for series %d (id %r)", i, item.id)
-                return _error_response(
-                    ClientError(
-                        "model_error", f"series[{i}]: the model produced a non-finite value"
-                    )
-                )
             forecasts.append(
                 {
                     "id": item.id if item.id is not None else str(i),
@@ -254,6 +321,9 @@ Forecaster.add_asgi_middleware(
     RequestGuard,
     limits=LIMITS,
     max_body_bytes=SETTINGS.max_body_bytes,
+    token=SETTINGS.api_token.get_secret_value(),
+    auth_health=SETTINGS.auth_health,
+    auth_metrics=SETTINGS.auth_metrics,
     card={
         **ARTIFACT.card(),
         "limits": {

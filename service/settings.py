@@ -6,7 +6,7 @@ The batching defaults come from measurement (see docs/SERVING.md, "Batching sett
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,6 +21,14 @@ class Settings(BaseSettings):
             "The model to serve: a directory holding model.ts + metadata.json (relative paths "
             "are tried against the working directory, then the project root), or a BentoML "
             "model store tag such as forecaster-m3-monthly:latest."
+        ),
+    )
+    batching: bool = Field(
+        default=True,
+        description=(
+            "Merge concurrent requests' series with BentoML's adaptive batcher. False: each "
+            "request's series go to the model in the request's own forward pass (same "
+            "validation, responses and metrics; no dispatcher, so no latency-based 503s)."
         ),
     )
     max_batch_size: int = Field(
@@ -44,6 +52,15 @@ class Settings(BaseSettings):
             "A dispatch over budget is split into several passes."
         ),
     )
+    max_queue_series: int = Field(
+        default=1024,
+        ge=1,
+        description=(
+            "Most series one worker holds admitted but unanswered; a request that would go "
+            "past it is answered 503 (queue_full) at once, without waiting. A request "
+            "arriving at an empty queue is always admitted."
+        ),
+    )
     max_series_per_request: int = Field(default=256, ge=1, description="Series in one request.")
     max_points_per_request: int = Field(
         default=100_000, ge=1, description="History points summed over a request's series."
@@ -55,6 +72,19 @@ class Settings(BaseSettings):
         default=1e15,
         gt=0,
         description="Largest |value| accepted in a history (float32 keeps forecasts finite).",
+    )
+    api_token: SecretStr = Field(
+        default=SecretStr(""),
+        description=(
+            "Bearer token every request must carry (`Authorization: Bearer <token>`); empty: "
+            "no authentication. Health probes and /metrics follow auth_health / auth_metrics."
+        ),
+    )
+    auth_health: bool = Field(
+        default=False, description="With api_token set, require it on /livez, /readyz too."
+    )
+    auth_metrics: bool = Field(
+        default=False, description="With api_token set, require it on /metrics too."
     )
     torch_threads: int = Field(default=1, ge=1, description="torch intra-op threads per worker.")
     workers: int = Field(default=1, ge=1, description="BentoML worker processes.")

@@ -56,7 +56,14 @@ def test_built_bento_serves_its_own_model_from_an_empty_directory(
     assert {"models/m3-monthly/model.ts", "models/m3-monthly/metadata.json"} <= files
     assert "service/service.py" in files
     assert not [f for f in files if f.endswith(".png") or f.startswith(("tests", "training"))]
-    assert (bento / "env" / "docker" / "Dockerfile").is_file(), "bentoml build made no Dockerfile"
+    dockerfile = bento / "env" / "docker" / "Dockerfile"
+    assert dockerfile.is_file(), "bentoml build made no Dockerfile"
+    # The container must not run as root: the last USER line names another user.
+    users = [
+        line.split()[1] for line in dockerfile.read_text().splitlines() if line.startswith("USER ")
+    ]
+    print(f"RELIABILITY: container_user users={users}")
+    assert users and users[-1] not in ("root", "0", "0:0"), users
 
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -113,3 +113,45 @@ def test_model_card_and_other_routes() -> None:
     assert (status, json.loads(body)) == (200, {"name": "tiny"})
     status, _, body, _ = call(guard, "GET", "/metrics", [b""], [])
     assert (status, body, len(downstream.calls)) == (200, b"downstream", 1)
+
+
+TOKEN = "s3cr3t-token-value"
+
+
+def authed(**flags: bool) -> tuple[RequestGuard, Downstream]:
+    downstream = Downstream()
+    guard = RequestGuard(downstream, LIMITS, 1024, {"name": "tiny"}, token=TOKEN, **flags)
+    return guard, downstream
+
+
+def test_with_a_token_every_route_but_probes_and_metrics_needs_it_before_any_read() -> None:
+    """Guards against an unauthenticated client making the service read or parse its body."""
+    guard, downstream = authed()
+    before = rejections("unauthorized")
+    for headers in ([], [(b"authorization", b"Bearer wrong")], [(b"authorization", b"Bearer")]):
+        status, got, body, read = call(guard, "POST", "/forecast", [VALID], headers)
+        assert (status, read, downstream.calls) == (401, 0, [])
+        assert got[b"www-authenticate"] == b'Bearer realm="forecaster"'
+        assert json.loads(body)["error"] == "unauthorized"
+        assert TOKEN.encode() not in body
+    assert call(guard, "GET", "/model", [], [])[0] == 401
+    assert rejections("unauthorized") == before + 4
+    ok = [(b"authorization", f"Bearer {TOKEN}".encode())]
+    assert call(guard, "POST", "/forecast", [VALID], ok)[0] == 200
+    for path in ("/livez", "/readyz", "/metrics"):
+        assert call(guard, "GET", path, [b""], [])[0] == 200, path
+    assert TOKEN not in repr(guard)
+
+
+def test_probes_and_metrics_can_require_the_token_too() -> None:
+    guard, _ = authed(auth_health=True, auth_metrics=True)
+    for path in ("/livez", "/readyz", "/metrics"):
+        assert call(guard, "GET", path, [b""], [])[0] == 401, path
+    guard, _ = authed(auth_metrics=True)
+    assert call(guard, "GET", "/livez", [b""], [])[0] == 200
+    assert call(guard, "GET", "/metrics", [b""], [])[0] == 401
+
+
+def test_no_token_means_no_authentication() -> None:
+    guard, _ = make()
+    assert call(guard, "POST", "/forecast", [VALID], [])[0] == 200
