@@ -64,7 +64,7 @@ def find_limit(result: dict[str, Any], mode: str, batch_size: int) -> dict[str, 
 
 
 def floors(result: dict[str, Any], users: int = 32) -> list[dict[str, Any]]:
-    """The issue's floors, each with what was measured, what is needed and whether it passed.
+    """Each target a run must meet: what was measured, what is needed, whether it passed.
 
     A floor whose inputs are missing (a contender did not run) is reported, not passed.
     """
@@ -240,7 +240,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"{share['server_ms'] - share['model_ms']:.2f} ms goes to HTTP, framework and "
             "batching overhead (profile: `python -m load_tests.profile_server`).",
         ]
-    lines += ["", "**Floors** (from the issue)", "", "| floor | measured | needed | |"]
+    lines += ["", "**Targets** (what a run must show)", "", "| floor | measured | needed | |"]
     lines.append("|---|---:|---:|---|")
     for f in result.get("floors", []):
         mark = "pass" if f["passed"] else "**FAIL**"

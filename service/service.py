@@ -124,6 +124,12 @@ def _error_response(exc: ClientError) -> Response:
     name="forecaster",
     workers=SETTINGS.workers,
     traffic={"timeout": SETTINGS.request_timeout_s},
+    logging={"access": {"enabled": SETTINGS.access_log}},
+    # Health and metrics endpoints are never traced; /forecast only when asked to.
+    tracing={
+        "excluded_urls": ["/livez", "/readyz", "/metrics"]
+        + ([] if SETTINGS.trace_requests else ["/forecast", "/model"])
+    },
 )
 class Forecaster:
     """Stacked-LSTM forecasts for many variable-length series, batched across requests."""

@@ -31,6 +31,21 @@ class Settings(BaseSettings):
             "validation, responses and metrics; no dispatcher, so no latency-based 503s)."
         ),
     )
+    trace_requests: bool = Field(
+        default=False,
+        description=(
+            "Run /forecast through BentoML's OpenTelemetry middleware. Off by default: with "
+            "no exporter configured it only costs CPU (about a sixth of the server's time "
+            "per request under load, see BENCHMARKS.md)."
+        ),
+    )
+    access_log: bool = Field(
+        default=False,
+        description=(
+            "BentoML's per-request access log line (method, path, status, latency; never "
+            "bodies). Off by default: an ingress usually logs requests already."
+        ),
+    )
     max_batch_size: int = Field(
         default=64,
         ge=1,

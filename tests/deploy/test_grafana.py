@@ -36,7 +36,7 @@ def test_panel_ids_are_unique_and_panels_do_not_overlap() -> None:
         cells |= mine
 
 
-def test_the_issue_s_panels_are_there() -> None:
+def test_the_required_panels_are_there() -> None:
     """Throughput, latency percentiles, batch size, padding, queue vs compute, rejections,
     model version, 503s: each a panel, found by the metric its queries use."""
     by_title = {

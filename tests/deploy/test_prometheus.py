@@ -67,7 +67,7 @@ def test_each_alert_fires_on_its_symptom_and_only_then() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_issue_s_alerts_exist_with_severity_and_text() -> None:
+def test_the_required_alerts_exist_with_severity_and_text() -> None:
     rules = {rule["alert"]: rule for rule in alert_rules()}
     wanted = {
         "ForecasterHighErrorRatio",

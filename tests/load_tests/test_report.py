@@ -85,7 +85,7 @@ def test_median_sums_errors_and_keeps_point_settings() -> None:
     assert point["reps"] == 3
 
 
-def test_floors_pass_and_fail_on_the_issue_thresholds() -> None:
+def test_floors_pass_and_fail_on_their_thresholds() -> None:
     passing = {f["floor"]: f["passed"] for f in floors(result(130.0, 100.0, 99.0, 500.0))}
     assert all(passing.values()), passing
     failing = floors(result(129.0, 100.0, 200.0, 499.0))
