@@ -12,7 +12,13 @@ import torch
 
 from training import distributed
 from training.data import DATASETS, DataError, SeriesSet, load_csv, load_m3
-from training.export import METADATA_FILE, ExportCheckError, export_model, load_exported
+from training.export import (
+    METADATA_FILE,
+    ExportCheckError,
+    ModelFacts,
+    export_model,
+    load_exported,
+)
 from training.model import ModelConfig
 from training.report import (
     evaluate,
@@ -182,10 +188,7 @@ def run_fit(args: argparse.Namespace) -> None:
         "best_val_loss": result.best_val_loss,
         "train_seconds": round(result.seconds, 1),
     }
-    metadata = export_model(
-        result.model,
-        model_config,
-        out,
+    facts = ModelFacts(
         name=name,
         season_length=series.season_length,
         frequency=series.frequency,
@@ -193,8 +196,8 @@ def run_fit(args: argparse.Namespace) -> None:
         max_history=max_history,
         training=training,
         evaluation=evaluation,
-        register=not args.no_register,
     )
+    metadata = export_model(result.model, model_config, out, facts, register=not args.no_register)
     print(f"exported {out / 'model.ts'} version {metadata['version']}")
 
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -113,34 +114,37 @@ def source_commit() -> str:
     return f"{commit}-dirty" if dirty else commit
 
 
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the metadata says about a model beyond its config: data, limits, provenance."""
+
+    name: str
+    season_length: int
+    frequency: str
+    min_history: int
+    max_history: int
+    training: dict[str, Any]
+    evaluation: dict[str, Any]
+
+
 def build_metadata(
-    name: str,
-    model_config: ModelConfig,
-    model_sha256: str,
-    *,
-    season_length: int,
-    frequency: str,
-    min_history: int,
-    max_history: int,
-    training: dict[str, Any],
-    evaluation: dict[str, Any],
-    created: datetime,
+    facts: ModelFacts, model_config: ModelConfig, model_sha256: str, created: datetime
 ) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
-        "name": name,
+        "name": facts.name,
         "version": f"{created:%Y%m%d-%H%M%S}-{model_sha256[:8]}",
         "created": created.isoformat(timespec="seconds"),
         "horizon": model_config.horizon,
         "quantiles": list(model_config.quantiles),
         "point_quantile_index": list(model_config.quantiles).index(0.5),
-        "season_length": season_length,
-        "frequency": frequency,
-        "min_history": min_history,
-        "max_history": max_history,
+        "season_length": facts.season_length,
+        "frequency": facts.frequency,
+        "min_history": facts.min_history,
+        "max_history": facts.max_history,
         "model_config": model_config.to_dict(),
-        "training": training,
-        "evaluation": evaluation,
+        "training": facts.training,
+        "evaluation": facts.evaluation,
         "torch_version": torch.__version__,
         "source_commit": source_commit(),
         "model_file": MODEL_FILE,
@@ -152,14 +156,7 @@ def export_model(
     model: StackedLSTMForecaster,
     model_config: ModelConfig,
     out_dir: Path,
-    *,
-    name: str,
-    season_length: int,
-    frequency: str,
-    min_history: int,
-    max_history: int,
-    training: dict[str, Any],
-    evaluation: dict[str, Any],
+    facts: ModelFacts,
     register: bool = True,
 ) -> dict[str, Any]:
     """Script, check, and write model.ts + metadata.json to out_dir; register with BentoML.
@@ -168,23 +165,15 @@ def export_model(
     """
     model = model.cpu().eval()
     scripted = torch.jit.script(model)
-    checks = check_exact(model, scripted, min_history, max_history)
+    checks = check_exact(model, scripted, facts.min_history, facts.max_history)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / MODEL_FILE
     scripted.save(str(model_path))
     digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    evaluation = {**facts.evaluation, "export_checks": checks}
     metadata = build_metadata(
-        name,
-        model_config,
-        digest,
-        season_length=season_length,
-        frequency=frequency,
-        min_history=min_history,
-        max_history=max_history,
-        training=training,
-        evaluation={**evaluation, "export_checks": checks},
-        created=datetime.now(UTC),
+        replace(facts, evaluation=evaluation), model_config, digest, datetime.now(UTC)
     )
     (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
     if register:

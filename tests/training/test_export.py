@@ -11,7 +11,13 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from training.export import ExportCheckError, check_exact, export_model, load_exported
+from training.export import (
+    ExportCheckError,
+    ModelFacts,
+    check_exact,
+    export_model,
+    load_exported,
+)
 from training.model import ModelConfig, StackedLSTMForecaster
 
 
@@ -43,10 +49,7 @@ def test_export_writes_model_and_metadata(tmp_path: Path) -> None:
     torch.manual_seed(0)
     config = ModelConfig(horizon=4, hidden=8, quantiles=(0.1, 0.5, 0.9))
     model = StackedLSTMForecaster(config).eval()
-    metadata = export_model(
-        model,
-        config,
-        tmp_path / "tiny",
+    facts = ModelFacts(
         name="tiny",
         season_length=1,
         frequency="other",
@@ -54,8 +57,8 @@ def test_export_writes_model_and_metadata(tmp_path: Path) -> None:
         max_history=30,
         training={"seed": 0},
         evaluation={"smape": 12.5},
-        register=False,
     )
+    metadata = export_model(model, config, tmp_path / "tiny", facts, register=False)
     scripted, written = load_exported(tmp_path / "tiny")
     assert written == metadata
     assert written["schema_version"] == 1
