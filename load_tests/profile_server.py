@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from load_tests.bench import RESULTS, Probe, model_directory, summarise
@@ -60,16 +61,20 @@ def stage_of(stack: str) -> str:
     return "other"
 
 
+def stacks(collapsed: str) -> Iterator[tuple[str, int]]:
+    """(stack, samples) for each line of py-spy's collapsed ('raw') output."""
+    for line in collapsed.splitlines():
+        stack, _, n = line.rpartition(" ")
+        if stack and n.isdigit():
+            yield stack, int(n)
+
+
 def stage_shares(collapsed: str) -> list[tuple[str, float]]:
     """Exclusive share of samples per stage from py-spy's collapsed ('raw') output."""
     counts: collections.Counter[str] = collections.Counter()
-    total = 0
-    for line in collapsed.splitlines():
-        stack, _, n = line.rpartition(" ")
-        if not stack or not n.isdigit():
-            continue
-        total += int(n)
-        counts[stage_of(stack)] += int(n)
+    for stack, n in stacks(collapsed):
+        counts[stage_of(stack)] += n
+    total = sum(counts.values())
     labels = [label for label, _ in STAGES] + ["other"]
     return [(label, counts[label] / total if total else 0.0) for label in labels]
 
@@ -77,13 +82,9 @@ def stage_shares(collapsed: str) -> list[tuple[str, float]]:
 def top_leaves(collapsed: str, k: int = 15) -> list[tuple[str, float]]:
     """The `k` functions with the most self samples, as shares."""
     counts: collections.Counter[str] = collections.Counter()
-    total = 0
-    for line in collapsed.splitlines():
-        stack, _, n = line.rpartition(" ")
-        if not stack or not n.isdigit():
-            continue
-        total += int(n)
-        counts[stack.split(";")[-1]] += int(n)
+    for stack, n in stacks(collapsed):
+        counts[stack.split(";")[-1]] += n
+    total = sum(counts.values())
     return [(leaf, n / total) for leaf, n in counts.most_common(k)] if total else []
 
 
