@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from load_tests.payloads import History, m3_monthly
 from training.model import ModelConfig, StackedLSTMForecaster
+from training.windows import pad_right
 
 ModelFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -38,25 +39,12 @@ ModelFn = Callable[[Tensor, Tensor], Tensor]
 class PaddedForecaster(StackedLSTMForecaster):
     """The same module with the LSTM run on the padded batch instead of a packed one."""
 
-    def forward(self, values: Tensor, lengths: Tensor) -> Tensor:
-        batch = values.shape[0]
-        scale = self.series_scale(values, lengths)  # (B,)
-        steps = torch.arange(values.shape[1])  # (T,)
-        observed = (steps.unsqueeze(0) < lengths.unsqueeze(1)).to(values.dtype)  # (B, T)
-        scaled = values * observed / scale.unsqueeze(1)  # (B, T)
-        change = torch.cat(
-            [torch.zeros_like(scaled[:, :1]), scaled[:, 1:] - scaled[:, :-1]], dim=1
-        )  # (B, T)
-        inputs = torch.stack([scaled, change], dim=2)  # (B, T, 2)
+    def encode(self, inputs: Tensor, lengths: Tensor) -> Tensor:
+        batch = inputs.shape[0]
         h0 = self.h0.expand(-1, batch, -1).contiguous()  # (layers*dirs, B, H)
         c0 = self.c0.expand(-1, batch, -1).contiguous()  # (layers*dirs, B, H)
         _, (h_n, _) = self.lstm(inputs, (h0, c0))  # no packing: every row runs T steps
-        summary = h_n[-1]  # (B, H); for short rows this state has also read the padding
-        raw = self.head(summary).view(batch, self.horizon, self.n_quantiles)  # (B, h, Q)
-        increments = nn.functional.softplus(raw[:, :, 1:])  # (B, h, Q-1)
-        scaled_q = torch.cumsum(torch.cat([raw[:, :, :1], increments], dim=2), dim=2)
-        last = scaled.gather(1, (lengths - 1).unsqueeze(1))  # (B, 1)
-        return (scaled_q + last.unsqueeze(2)) * scale.view(batch, 1, 1)  # (B, h, Q)
+        return h_n[-1]  # (B, H); for short rows this state has also read the padding
 
 
 def load_models(model_dir: Path) -> tuple[dict[str, Any], ModelFn, ModelFn]:
@@ -77,11 +65,8 @@ def make_batches(
     rng = random.Random(seed)
     out: list[tuple[Tensor, Tensor]] = []
     for _ in range(count):
-        drawn = [rng.choice(histories).values[-max_history:] for _ in range(size)]
-        lengths = np.array([len(v) for v in drawn], dtype=np.int64)  # (B,)
-        values = np.zeros((size, int(lengths.max())), dtype=np.float32)  # (B, T)
-        for i, v in enumerate(drawn):
-            values[i, : len(v)] = v
+        drawn = [np.asarray(rng.choice(histories).values[-max_history:]) for _ in range(size)]
+        values, lengths = pad_right(drawn)  # (B, T) float32, (B,) int64
         out.append((torch.from_numpy(values), torch.from_numpy(lengths)))
     return out
 

@@ -106,6 +106,20 @@ class StackedLSTMForecaster(nn.Module):
         # All-zero (or all-tiny) recent history: leave values as they are rather than divide by 0.
         return torch.where(scale > 1e-8, scale, torch.ones_like(scale))  # (B,)
 
+    def encode(self, inputs: Tensor, lengths: Tensor) -> Tensor:
+        """Packed stacked LSTM over (B, T, 2) inputs -> the last layer's final state (B, H*dirs)."""
+        batch = inputs.shape[0]
+        # pack_padded_sequence wants CPU int64 lengths; enforce_sorted=False sorts and unsorts.
+        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        h0 = self.h0.expand(-1, batch, -1).contiguous()  # (layers*dirs, B, H)
+        c0 = self.c0.expand(-1, batch, -1).contiguous()  # (layers*dirs, B, H)
+        _, (h_n, _) = self.lstm(packed, (h0, c0))  # h_n: (layers*dirs, B, H), in input order
+        if self.directions == 2:
+            # Last layer's forward and backward final states; packing makes the backward
+            # direction start at each series' own last point, not on padding.
+            return torch.cat([h_n[-2], h_n[-1]], dim=1)  # (B, 2H)
+        return h_n[-1]  # (B, H)
+
     def forward(self, values: Tensor, lengths: Tensor) -> Tensor:
         """Forecast quantiles.
 
@@ -124,18 +138,7 @@ class StackedLSTMForecaster(nn.Module):
             [torch.zeros_like(scaled[:, :1]), scaled[:, 1:] - scaled[:, :-1]], dim=1
         )  # (B, T)
         inputs = torch.stack([scaled, change], dim=2)  # (B, T, 2)
-
-        # pack_padded_sequence wants CPU int64 lengths; enforce_sorted=False sorts and unsorts.
-        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        h0 = self.h0.expand(-1, batch, -1).contiguous()  # (layers*dirs, B, H)
-        c0 = self.c0.expand(-1, batch, -1).contiguous()  # (layers*dirs, B, H)
-        _, (h_n, _) = self.lstm(packed, (h0, c0))  # h_n: (layers*dirs, B, H), in input order
-        if self.directions == 2:
-            # Last layer's forward and backward final states; packing makes the backward
-            # direction start at each series' own last point, not on padding.
-            summary = torch.cat([h_n[-2], h_n[-1]], dim=1)  # (B, 2H)
-        else:
-            summary = h_n[-1]  # (B, H)
+        summary = self.encode(inputs, lengths)  # (B, H * directions)
 
         raw = self.head(summary).view(batch, self.horizon, self.n_quantiles)  # (B, horizon, Q)
         # Lowest quantile free, the rest as positive increments: quantiles cannot cross.

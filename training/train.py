@@ -129,13 +129,11 @@ def fit(
             f"(min_history {config.min_history} + training and validation horizons {horizon})"
         )
     fitting = [s[:-horizon] for s in usable]
-    shards = [fitting[k::world] for k in range(world)]
-    if rank.distributed:
-        shards = [shards[rank.rank]]
-    # One random stream per shard, the same whichever process draws from it.
-    rngs = [np.random.default_rng([config.seed, k]) for k in range(world)]
-    if rank.distributed:
-        rngs = [rngs[rank.rank]]
+    # The shards this process draws: its own under torchrun, all of them otherwise. Each
+    # shard has its own random stream, the same whichever process draws from it.
+    drawn = [rank.rank] if rank.distributed else list(range(world))
+    shards = [fitting[k::world] for k in drawn]
+    rngs = [np.random.default_rng([config.seed, k]) for k in drawn]
     per_shard = config.batch_size // world
     # Every rank validates on all series with identical weights: identical early stopping.
     val_batches = [

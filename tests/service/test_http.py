@@ -42,6 +42,33 @@ def history(rng: random.Random, length: int) -> list[float]:
     return [round(level * (1 + 0.1 * rng.gauss(0, 1)), 3) for _ in range(length)]
 
 
+def post_concurrently(server: Server, histories: list[list[float]]) -> list[httpx.Response]:
+    """One single-series request per history, all in flight at once; series `i` has id `c<i>`."""
+
+    async def run() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=len(histories))
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as client:
+            return await asyncio.gather(
+                *(
+                    client.post("/forecast", json={"series": [{"id": f"c{i}", "values": h}]})
+                    for i, h in enumerate(histories)
+                )
+            )
+
+    return asyncio.run(run())
+
+
+def assert_each_got_its_own(
+    responses: list[httpx.Response], histories: list[list[float]], reference: Reference
+) -> None:
+    """Every response is 200 and holds its own history's forecast (id and values)."""
+    assert [r.status_code for r in responses] == [200] * len(histories), responses[0].text
+    for i, (values, response) in enumerate(zip(histories, responses, strict=True)):
+        [forecast] = response.json()["forecasts"]
+        assert forecast["id"] == f"c{i}"
+        assert_matches(forecast, reference(values), list(QUANTILES))
+
+
 def scrape(server: Server) -> str:
     return httpx.get(f"{server.url}/metrics", timeout=10).text
 
@@ -98,24 +125,9 @@ def test_200_concurrent_clients_each_get_their_own_forecast(
     rng = random.Random(4)
     histories = [history(rng, rng.randint(MIN_HISTORY, MAX_HISTORY)) for _ in range(200)]
     before = scrape(server)
-
-    async def run() -> list[httpx.Response]:
-        limits = httpx.Limits(max_connections=200)
-        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as client:
-            return await asyncio.gather(
-                *(
-                    client.post("/forecast", json={"series": [{"id": f"c{i}", "values": h}]})
-                    for i, h in enumerate(histories)
-                )
-            )
-
-    responses = asyncio.run(run())
+    responses = post_concurrently(server, histories)
     after = scrape(server)
-    assert [r.status_code for r in responses] == [200] * 200, responses[0].text
-    for i, (values, response) in enumerate(zip(histories, responses, strict=True)):
-        [forecast] = response.json()["forecasts"]
-        assert forecast["id"] == f"c{i}"
-        assert_matches(forecast, reference(values), list(QUANTILES))
+    assert_each_got_its_own(responses, histories, reference)
     calls = sample(after, "forecaster_model_call_series_count") - sample(
         before, "forecaster_model_call_series_count"
     )

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 
 from tests.service.conftest import TEST_LIMITS, Reference
 from tests.service.server import Server
-from tests.service.test_http import assert_matches, history, post, sample, scrape
-from tests.service.tiny_model import MAX_HISTORY, MIN_HISTORY, QUANTILES
+from tests.service.test_http import (
+    assert_each_got_its_own,
+    history,
+    post,
+    post_concurrently,
+    sample,
+    scrape,
+)
+from tests.service.tiny_model import MAX_HISTORY, MIN_HISTORY
 
 pytestmark = pytest.mark.slow
 
@@ -81,23 +86,9 @@ def test_unbatched_concurrent_requests_get_their_own_pass_and_the_same_metrics(
     rng = random.Random(12)
     histories = [history(rng, rng.randint(MIN_HISTORY, MAX_HISTORY)) for _ in range(40)]
     before = scrape(unbatched)
-
-    async def run() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=unbatched.url, timeout=60) as client:
-            return await asyncio.gather(
-                *(
-                    client.post("/forecast", json={"series": [{"id": f"c{i}", "values": h}]})
-                    for i, h in enumerate(histories)
-                )
-            )
-
-    responses = asyncio.run(run())
+    responses = post_concurrently(unbatched, histories)
     after = scrape(unbatched)
-    assert [r.status_code for r in responses] == [200] * 40
-    for i, (values, response) in enumerate(zip(histories, responses, strict=True)):
-        [forecast] = response.json()["forecasts"]
-        assert forecast["id"] == f"c{i}"
-        assert_matches(forecast, reference(values), list(QUANTILES))
+    assert_each_got_its_own(responses, histories, reference)
 
     def delta(name: str) -> float:
         return sample(after, name) - sample(before, name)
