@@ -29,11 +29,11 @@ from load_tests.servers import BIN, bentoml_server
 # (stage, substrings of a "function (file:line)" frame). Each sample goes to the stage of
 # its deepest matching frame, so the shares are exclusive and add up to 100 %.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    ("model forward (TorchScript)", ("forward (service/service.py",)),
+    ("model forward (TorchScript)", ("forward (service/engine.py",)),
     ("batching: plan/collate/scatter", ("service/batching.py",)),
+    ("batcher: queue and model thread", ("service/batcher.py", "concurrent/futures/")),
     ("request guard: body read + validation", ("service/guard.py", "service/schemas.py")),
-    ("endpoint body (service.forecast)", ("service/service.py",)),
-    ("adaptive batcher (CorkDispatcher)", ("marshal/dispatcher.py",)),
+    ("engine: request in, response out", ("service/engine.py",)),
     ("BentoML API layer (args, serde)", ("_bentoml_impl/", "_bentoml_sdk/")),
     (
         "BentoML access log, HTTP metrics, traffic",

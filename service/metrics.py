@@ -9,6 +9,22 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+REQUESTS = Counter(
+    "forecaster_requests",
+    "POST /forecast requests answered, by HTTP status code.",
+    ["code"],
+)
+LATENCY = Histogram(
+    "forecaster_request_duration_seconds",
+    "POST /forecast time from the request's arrival to its answer, by HTTP status code.",
+    ["code"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+IN_PROGRESS = Gauge(
+    "forecaster_requests_in_progress",
+    "POST /forecast requests received and not yet answered.",
+    multiprocess_mode="livesum",
+)
 SERIES = Counter(
     "forecaster_forecast_series",
     "Series answered with a forecast.",

@@ -26,9 +26,9 @@ class Settings(BaseSettings):
     batching: bool = Field(
         default=True,
         description=(
-            "Merge concurrent requests' series with BentoML's adaptive batcher. False: each "
+            "Merge concurrent requests' series into shared forward passes. False: each "
             "request's series go to the model in the request's own forward pass (same "
-            "validation, responses and metrics; no dispatcher, so no latency-based 503s)."
+            "validation, responses and metrics; no queue, so no waiting-time 503s)."
         ),
     )
     trace_requests: bool = Field(
@@ -49,14 +49,23 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(
         default=64,
         ge=1,
-        description="Most series BentoML's adaptive batcher merges into one dispatch.",
+        description="Most series the batcher merges into one dispatch.",
+    )
+    batch_linger_ms: float = Field(
+        default=5.0,
+        ge=0,
+        description=(
+            "Longest the batcher holds a dispatch (counted from its oldest request) while "
+            "fewer series are queued than were pending at the busiest moment of the "
+            "previous pass; 0: never wait. One client at a time never waits."
+        ),
     )
     max_latency_ms: int = Field(
         default=2000,
         ge=10,
         description=(
-            "Adaptive batching latency target; a request whose estimated wait exceeds it is "
-            "answered 503 (overloaded) rather than queued further."
+            "Longest a request may wait in the batching queue; one still waiting then is "
+            "answered 503 (overloaded) without running."
         ),
     )
     max_padded_cost: int = Field(
@@ -112,6 +121,6 @@ class Settings(BaseSettings):
         ge=0,
         description=(
             "Forward passes run at start-up, through the batcher, before /readyz says ready "
-            "(also trains BentoML's latency estimate)."
+            "(TorchScript optimises its graph on the first calls)."
         ),
     )

@@ -43,7 +43,7 @@ def test_the_required_panels_are_there() -> None:
         p["title"]: " ".join(t["expr"] for t in p["targets"]) for p in dashboard()["panels"]
     }
     wanted = {
-        "Throughput": ["bentoml_service_request_total", "forecaster_forecast_series_total"],
+        "Throughput": ["forecaster_requests_total", "forecaster_forecast_series_total"],
         "Latency of POST /forecast": [
             "histogram_quantile(0.5,",
             "histogram_quantile(0.95,",
@@ -57,7 +57,7 @@ def test_the_required_panels_are_there() -> None:
         ],
         "Rejections by reason": ["by (reason)", "forecaster_rejections_total"],
         "Model version (replicas per version)": ["forecaster_model_info", "version"],
-        "503 (overloaded) rate": ['http_response_code="503"'],
+        "503 (overloaded) rate": ['code="503"'],
     }
     for title, fragments in wanted.items():
         assert title in by_title, f"no panel {title!r}"

@@ -193,6 +193,7 @@ def test_prometheus_scrapes_our_series_and_evaluates_the_rules(
     """Guards against a config, metric name or label that only breaks in a real Prometheus."""
     series_before = scraped(deploy_server, "forecaster_forecast_series_total")
     lengths_before = scraped(deploy_server, "forecaster_history_length_points_count")
+    ok_before = scraped(deploy_server, 'forecaster_requests_total{code="200"}')
     sizes = (1, 4, 2, 7, 3)
     for n in sizes:
         response = forecast(deploy_server, n)
@@ -215,11 +216,8 @@ def test_prometheus_scrapes_our_series_and_evaluates_the_rules(
     (info,) = prometheus.query(f"forecaster_model_info{selector}")
     assert (info["metric"]["name"], info["metric"]["version"]) == (NAME, VERSION)
     assert info["value"][1] == "1"
-    ok = prometheus.query(
-        'sum(bentoml_service_request_total{service_name="forecaster", endpoint="/forecast", '
-        'http_response_code="200"})'
-    )
-    assert float(ok[0]["value"][1]) >= len(sizes)
+    ok = prometheus.query('sum(forecaster_requests_total{code="200"})')
+    assert float(ok[0]["value"][1]) == ok_before + len(sizes)
 
     # Every rule evaluates without error on the real series, and none fires on a healthy
     # replica (ForecasterModelNotReady matches forecaster_model_info's real labels).

@@ -8,8 +8,9 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
+from service.errors import ClientError
 from service.guard import RequestGuard
-from service.schemas import Limits
+from service.schemas import ForecastRequest, Limits
 
 LIMITS = Limits(6, (0.1, 0.5, 0.9), 4, 40, 3, 50, 1e6)
 VALID = b'{"series": [{"values": [1, 2, 3, 4]}]}'
@@ -53,25 +54,60 @@ def call(
     return start["status"], dict(start["headers"]), body, read
 
 
-def make() -> tuple[RequestGuard, Downstream]:
+class Engine:
+    """Stands in for `Engine.answer`: records each validated request, or raises `error`."""
+
+    def __init__(self, error: ClientError | None = None) -> None:
+        self.requests: list[ForecastRequest] = []
+        self.error = error
+
+    async def __call__(self, request: ForecastRequest) -> bytes:
+        self.requests.append(request)
+        if self.error is not None:
+            raise self.error
+        return b'{"answered": %d}' % len(request.series)
+
+
+def make(engine: Engine | None = None) -> tuple[RequestGuard, Downstream]:
     downstream = Downstream()
-    return RequestGuard(downstream, LIMITS, max_body_bytes=1024, card={"name": "tiny"}), downstream
+    guard = RequestGuard(
+        downstream, LIMITS, engine or Engine(), max_body_bytes=1024, card={"name": "tiny"}
+    )
+    return guard, downstream
+
+
+def requests_answered(code: int) -> float:
+    labels = {"code": str(code)}
+    return REGISTRY.get_sample_value("forecaster_requests_total", labels) or 0.0
 
 
 def rejections(reason: str) -> float:
     return REGISTRY.get_sample_value("forecaster_rejections_total", {"reason": reason}) or 0.0
 
 
-def test_valid_body_reaches_bentoml_unchanged_and_as_json() -> None:
-    """Guards against curl's default form content type making BentoML parse a form."""
-    guard, downstream = make()
-    headers = [(b"content-type", b"application/x-www-form-urlencoded")]
-    status, _, body, _ = call(guard, "POST", "/forecast", [VALID[:10], VALID[10:]], headers)
-    assert (status, body) == (200, b"downstream")
-    scope, forwarded = downstream.calls[0]
-    assert forwarded == VALID
-    assert (b"content-type", b"application/json") in scope["headers"]
-    assert (b"content-type", b"application/x-www-form-urlencoded") not in scope["headers"]
+def test_a_valid_body_is_answered_by_the_engine_and_never_reaches_bentoml() -> None:
+    """Guards against a second parse: the engine gets the request the guard validated."""
+    engine = Engine()
+    guard, downstream = make(engine)
+    before = requests_answered(200)
+    headers = [(b"content-type", b"application/x-www-form-urlencoded")]  # curl -d's default
+    status, got, body, _ = call(guard, "POST", "/forecast", [VALID[:10], VALID[10:]], headers)
+    assert (status, body, downstream.calls) == (200, b'{"answered": 1}', [])
+    assert got[b"content-type"] == b"application/json"
+    assert got[b"content-length"] == str(len(body)).encode()
+    [request] = engine.requests
+    assert request.series[0].values == [1, 2, 3, 4]
+    assert requests_answered(200) == before + 1
+
+
+def test_an_engine_refusal_keeps_its_status_headers_and_reason() -> None:
+    error = ClientError("queue_full", "full; retry later", headers={"Retry-After": "1"})
+    guard, _ = make(Engine(error))
+    before = (rejections("queue_full"), requests_answered(503))
+    status, got, body, _ = call(guard, "POST", "/forecast", [VALID], [])
+    assert (status, got[b"retry-after"]) == (503, b"1")
+    assert json.loads(body) == {"error": "queue_full", "message": "full; retry later", "detail": []}
+    assert (rejections("queue_full"), requests_answered(503)) == (before[0] + 1, before[1] + 1)
 
 
 def test_declared_oversize_is_413_before_reading_the_body() -> None:
@@ -100,11 +136,14 @@ def test_undeclared_oversize_stops_reading_at_the_limit() -> None:
 
 def test_invalid_body_is_answered_by_the_guard_and_counted() -> None:
     guard, downstream = make()
-    before = rejections("validation_error")
+    before = rejections("validation_error"), requests_answered(422)
     status, _, body, _ = call(guard, "POST", "/forecast", [b'{"series": []}'], [])
     assert (status, downstream.calls) == (422, [])
     assert json.loads(body)["detail"][0]["loc"] == "series"
-    assert rejections("validation_error") == before + 1
+    assert (rejections("validation_error"), requests_answered(422)) == (
+        before[0] + 1,
+        before[1] + 1,
+    )
 
 
 def test_model_card_and_other_routes() -> None:
@@ -120,7 +159,7 @@ TOKEN = "s3cr3t-token-value"
 
 def authed(**flags: bool) -> tuple[RequestGuard, Downstream]:
     downstream = Downstream()
-    guard = RequestGuard(downstream, LIMITS, 1024, {"name": "tiny"}, token=TOKEN, **flags)
+    guard = RequestGuard(downstream, LIMITS, Engine(), 1024, {"name": "tiny"}, token=TOKEN, **flags)
     return guard, downstream
 
 

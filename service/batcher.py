@@ -1,0 +1,179 @@
+"""Adaptive batching for one worker: whatever waited while the model was busy goes next.
+
+There is no latency model. Requests that arrive while a forward pass runs queue up,
+and the next dispatch takes all of them (up to `max_batch_series`), so under load the
+batches grow by themselves to what arrives during one pass.
+
+Greedy alone settles, under a closed loop of N clients, into two half-size batches that
+take turns (one computing while the other's clients send again). So before a dispatch
+the batcher may linger, at most `max_linger_s` after the oldest request arrived, until
+as many series are queued as were pending at the busiest moment since the previous
+dispatch. With one client that target is 1 and nothing waits; under load the turns
+merge into one batch of N, and the model costs less per series (see BENCHMARKS.md).
+
+The model runs in one dedicated thread, so the event loop keeps reading and answering
+requests during a forward pass, and passes never overlap (the model is not re-entrant
+and the worker has one core's worth of torch threads anyway).
+
+Bounds: a request is refused (`QueueFull`) when the series already admitted would pass
+`max_queue_series`, and a request still waiting after `max_wait_s` is answered
+`WaitedTooLong` without running, so the queue's length and every wait stay bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")  # one request's input (e.g. its series)
+Answer = TypeVar("Answer")  # one request's output
+
+# The model callback: several requests in, one answer (or the exception it raised) each.
+Predict = Callable[[list[Item]], Sequence["Answer | Exception"]]
+
+
+class QueueFull(Exception):
+    """Admitting the request would hold more than `max_queue_series` series."""
+
+    def __init__(self, pending: int) -> None:
+        super().__init__(f"{pending} series already wait for the model")
+        self.pending = pending
+
+
+class WaitedTooLong(Exception):
+    """The request waited longer than `max_wait_s` before a forward pass could take it."""
+
+
+@dataclass
+class _Waiting(Generic[Item, Answer]):
+    item: Item
+    size: int  # series in the item
+    enqueued: float  # time.perf_counter()
+    future: asyncio.Future[Answer] = field(repr=False)
+
+
+class Batcher(Generic[Item, Answer]):
+    """Greedy batching of concurrent requests onto one model thread (one per worker)."""
+
+    def __init__(
+        self,
+        predict: Predict[Item, Answer],
+        size: Callable[[Item], int],
+        max_batch_series: int,
+        max_queue_series: int,
+        max_wait_s: float,
+        max_linger_s: float = 0.0,
+    ) -> None:
+        self._predict = predict
+        self._size = size
+        self.max_batch_series = max_batch_series
+        self.max_queue_series = max_queue_series
+        self.max_wait_s = max_wait_s
+        self.max_linger_s = max_linger_s
+        self._queue: deque[_Waiting[Item, Answer]] = deque()
+        self._pending = 0  # series admitted and not yet answered: queued or in a pass
+        self._peak = 0  # most series pending at once since the last dispatch
+        self._target = math.inf  # queued series that end a linger
+        self._enough = asyncio.Event()
+        self._drainer: asyncio.Task[None] | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    async def submit(self, item: Item) -> Answer:
+        """Queue one request and wait for its answer (raises what its forward pass raised)."""
+        size = self._size(item)
+        # A request arriving at an empty queue is always admitted, however large.
+        if self._pending and self._pending + size > self.max_queue_series:
+            raise QueueFull(self._pending)
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(item, size, time.perf_counter(), loop.create_future())
+        self._queue.append(waiting)
+        self._pending += size
+        self._peak = max(self._peak, self._pending)
+        if self._pending >= self._target:
+            self._enough.set()
+        if self._drainer is None:
+            self._drainer = loop.create_task(self._drain())
+        # A cancelled caller (client gone, timeout) keeps its place until a dispatch
+        # skips it, so `pending` is released there, never here.
+        return await waiting.future
+
+    async def _drain(self) -> None:
+        """Dispatch the queue, one forward pass at a time, until it is empty."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                if self.max_linger_s:
+                    await self._linger()
+                group = self._take()
+                if not group:
+                    continue
+                try:
+                    answers = await loop.run_in_executor(
+                        self._thread, self._predict, [w.item for w in group]
+                    )
+                except Exception as exc:  # the whole pass failed: every caller hears it
+                    answers = [exc] * len(group)
+                for waiting, answer in zip(group, answers, strict=True):
+                    self._pending -= waiting.size
+                    if waiting.future.done():  # caller cancelled meanwhile
+                        continue
+                    if isinstance(answer, Exception):
+                        waiting.future.set_exception(answer)
+                    else:
+                        waiting.future.set_result(answer)
+        finally:
+            self._drainer = None
+
+    async def _linger(self) -> None:
+        """Wait (bounded) for the queue to fill up to the last cycle's peak of pending series.
+
+        Runs only while the model is idle, so every pending series is a queued one.
+        """
+        target = min(self._peak, self.max_batch_series)
+        self._peak = 0
+        timeout = self._queue[0].enqueued + self.max_linger_s - time.perf_counter()
+        if self._pending >= target or timeout <= 0:
+            return
+        self._target = target
+        self._enough.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._enough.wait(), timeout)
+        self._target = math.inf
+
+    def _take(self) -> list[_Waiting[Item, Answer]]:
+        """Next dispatch, oldest first: at least one request, then up to max_batch_series.
+
+        Cancelled requests are dropped; ones that waited past max_wait_s are answered
+        `WaitedTooLong` here, without running.
+        """
+        now = time.perf_counter()
+        group: list[_Waiting[Item, Answer]] = []
+        series = 0
+        while self._queue:
+            waiting = self._queue[0]
+            if waiting.future.done() or now - waiting.enqueued > self.max_wait_s:
+                self._queue.popleft()
+                self._pending -= waiting.size
+                if not waiting.future.done():
+                    waiting.future.set_exception(WaitedTooLong())
+                continue
+            if group and series + waiting.size > self.max_batch_series:
+                break
+            group.append(self._queue.popleft())
+            series += waiting.size
+        self._peak = max(self._peak, self._pending)
+        return group
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,227 @@
+"""From a validated request to its response body: queue, batch, forecast, format.
+
+`Engine.answer` is the whole of `POST /forecast` after validation. It knows nothing of
+HTTP frameworks: `service.guard` calls it straight from the ASGI layer, and the
+BentoML endpoint in `service.service` calls it too. Errors leave as `ClientError`,
+whose reason picks the status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from starlette.concurrency import run_in_threadpool
+
+from service import metrics
+from service.artifact import Artifact
+from service.batcher import Batcher, QueueFull, WaitedTooLong
+from service.batching import SubBatch, run_packed
+from service.errors import ClientError, FieldError
+from service.schemas import ForecastRequest, Limits
+from service.settings import Settings
+
+logger = logging.getLogger("forecaster")
+
+
+class Queued(NamedTuple):
+    """One series waiting for the model: its (possibly cut) history and when it arrived."""
+
+    values: np.ndarray  # (T,) float32
+    enqueued: float  # time.perf_counter()
+
+
+Answers = list[np.ndarray]  # one request's forecasts, each (H, Q) float32
+
+
+class Engine:
+    """One worker's model, its batcher and the response format."""
+
+    def __init__(self, module: Any, artifact: Artifact, limits: Limits, settings: Settings):
+        self.module = module
+        self.artifact = artifact
+        self.limits = limits
+        self.settings = settings
+        # False during warm-up, so start-up passes stay out of the metrics.
+        self.recording = True
+        self.dispatch: Callable[[list[Queued]], Awaitable[Answers]]
+        self.batcher: Batcher[list[Queued], Answers] | None = None
+        if settings.batching:
+            self.batcher = Batcher(
+                self.predict_batches,
+                size=len,
+                max_batch_series=settings.max_batch_size,
+                max_queue_series=settings.max_queue_series,
+                max_wait_s=settings.max_latency_ms / 1000,
+                max_linger_s=settings.batch_linger_ms / 1000,
+            )
+            self.dispatch = self.batcher.submit
+        else:
+            self.dispatch = self.predict_alone
+        self.unbatched_pending = 0  # series in flight when batching is off
+
+    @property
+    def pending(self) -> int:
+        """Series admitted and not yet answered (queued or in a forward pass)."""
+        return self.batcher.pending if self.batcher else self.unbatched_pending
+
+    # -- the model side (runs in a worker thread) ---------------------------------------
+
+    def forward(self, values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """(B, T) float32, (B,) int64 -> (B, H, Q) float32."""
+        with torch.inference_mode():
+            out = self.module(torch.from_numpy(values), torch.from_numpy(lengths))  # (B, H, Q)
+        return out.numpy()
+
+    def observe_pass(self, batch: SubBatch, padding: float, seconds: float) -> None:
+        if self.recording:
+            metrics.CALL_SERIES.observe(len(batch.rows))
+            metrics.CALL_PADDING.observe(padding)
+            metrics.COMPUTE.observe(seconds)
+
+    def run(self, requests: list[list[np.ndarray]]) -> list[Answers]:
+        return run_packed(
+            requests,
+            self.forward,
+            self.settings.max_padded_cost,
+            self.settings.max_batch_size,
+            on_pass=self.observe_pass,
+        )
+
+    def predict_batches(self, batches: Sequence[list[Queued]]) -> list[Answers | Exception]:
+        """One dispatch: the series of several requests in, each request's forecasts out.
+
+        Should the model fail, each request is retried alone, so a failure reaches only
+        the request that causes it and not the others that shared its dispatch.
+        """
+        started = time.perf_counter()
+        if self.recording:
+            for batch in batches:
+                metrics.QUEUE_WAIT.observe(started - batch[0].enqueued)
+        requests = [[q.values for q in batch] for batch in batches]
+        try:
+            return list(self.run(requests))
+        except Exception:
+            logger.exception("model failed on a dispatch of %d requests", len(batches))
+            if len(batches) == 1:
+                raise
+        answers: list[Answers | Exception] = []
+        for request in requests:
+            try:
+                answers.extend(self.run([request]))
+            except Exception as exc:
+                answers.append(exc)
+        return answers
+
+    async def predict_alone(self, queued: list[Queued]) -> Answers:
+        """FORECASTER_BATCHING=false: this request's series alone, in a worker thread."""
+        pending = self.unbatched_pending
+        if pending and pending + len(queued) > self.settings.max_queue_series:
+            raise QueueFull(pending)
+        self.unbatched_pending += len(queued)
+        try:
+            [answer] = await run_in_threadpool(self.predict_batches, [queued])
+        finally:
+            self.unbatched_pending -= len(queued)
+        if isinstance(answer, Exception):  # only a multi-request dispatch returns these
+            raise answer
+        return answer
+
+    # -- the request side (runs on the event loop) --------------------------------------
+
+    async def answer(self, request: ForecastRequest) -> bytes:
+        """The JSON body of a 200 for a validated request; `ClientError` otherwise."""
+        now = time.perf_counter()
+        queued: list[Queued] = []
+        used: list[tuple[int, bool]] = []  # per series: points used, whether cut
+        max_history = self.limits.max_history
+        for item in request.series:
+            values = np.asarray(item.values, dtype=np.float32)  # (T,)
+            metrics.HISTORY_LENGTH.observe(len(values))
+            cut = len(values) > max_history
+            if cut:
+                values = values[-max_history:]  # most recent points
+            queued.append(Queued(values, now))
+            used.append((len(values), cut))
+        metrics.QUEUE_SERIES.inc(len(queued))
+        try:
+            outputs = await self.dispatch(queued)
+        except QueueFull as exc:
+            raise self.queue_full(exc.pending) from None
+        except WaitedTooLong:
+            raise self.overloaded() from None
+        except Exception:
+            logger.exception("forecast failed")
+            raise ClientError("model_error", "the model failed; see server log") from None
+        finally:
+            metrics.QUEUE_SERIES.dec(len(queued))
+        return self.format(request, outputs, used)
+
+    def format(
+        self, request: ForecastRequest, outputs: Answers, used: list[tuple[int, bool]]
+    ) -> bytes:
+        h = request.horizon or self.limits.horizon
+        wanted = list(request.quantiles) if request.quantiles else list(self.limits.quantiles)
+        columns = [self.limits.quantiles.index(q) for q in wanted]
+        broken = [i for i, out in enumerate(outputs) if not np.isfinite(out[:h]).all()]
+        if broken:
+            # Logged without the values or ids: request bodies stay out of the logs.
+            logger.warning("non-finite forecast for series %s of a request", broken[:10])
+            raise unforecastable(broken, used)
+        point = self.artifact.point_index
+        forecasts: list[dict[str, Any]] = []
+        for i, (item, out, (n_used, cut)) in enumerate(
+            zip(request.series, outputs, used, strict=True)
+        ):
+            block = out[:h]  # (h, Q)
+            forecasts.append(
+                {
+                    "id": item.id if item.id is not None else str(i),
+                    "point": block[:, point].tolist(),
+                    "quantiles": {
+                        str(q): block[:, c].tolist() for q, c in zip(wanted, columns, strict=True)
+                    },
+                    "history_used": n_used,
+                    "truncated": cut,
+                }
+            )
+        metrics.SERIES.inc(len(forecasts))
+        metrics.TRUNCATED.inc(sum(cut for _, cut in used))
+        body = {
+            "model": {"name": self.artifact.name, "version": self.artifact.version},
+            "horizon": h,
+            "quantiles": wanted,
+            "forecasts": forecasts,
+        }
+        return json.dumps(body).encode()
+
+    def overloaded(self) -> ClientError:
+        return ClientError(
+            "overloaded",
+            f"the request waited longer than FORECASTER_MAX_LATENCY_MS "
+            f"({self.settings.max_latency_ms} ms) for the model; retry later",
+            headers={"Retry-After": str(self.settings.retry_after_s)},
+        )
+
+    def queue_full(self, pending: int) -> ClientError:
+        return ClientError(
+            "queue_full",
+            f"{pending} series already wait for the model, FORECASTER_MAX_QUEUE_SERIES is "
+            f"{self.settings.max_queue_series}; retry later",
+            headers={"Retry-After": str(self.settings.retry_after_s)},
+        )
+
+
+def unforecastable(broken: list[int], used: list[tuple[int, bool]]) -> ClientError:
+    """A 422: valid input on which the model's forecast is not finite (retrying won't help)."""
+    message = "the model's forecast of this history is not finite"
+    detail = [
+        FieldError(f"series[{i}].values", "finite_forecast", message, used[i][0]) for i in broken
+    ]
+    more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+    return ClientError("unforecastable", f"series[{broken[0]}]: {message}{more}", detail)
