@@ -1,12 +1,14 @@
 """Memory of the model path alone: packed forwards of ragged batches from worker threads.
 
 Separates the service's RSS growth under a soak into what the model path does (torch,
-numpy, glibc arenas of many threads) and what HTTP adds: it runs `service.batching`
-with the shipped model, no server, and prints RSS next to the Python heap that
-tracemalloc sees. RSS rising while the traced heap stays flat is native memory
-(allocator caching or fragmentation), not Python objects kept alive.
+numpy, glibc arenas) and what HTTP adds: it runs `service.batching` with the shipped
+model, no server, and prints RSS next to the Python heap that tracemalloc sees. RSS
+rising while the traced heap stays flat is native memory (allocator caching or
+fragmentation), not Python objects kept alive. `--threads 1` is the service's model
+thread (`service.batcher`); `--threads 40` spreads the passes over a pool the size of
+starlette's, as a dispatcher running callbacks in that pool would.
 
-    .venv/bin/python -m load_tests.memory_probe --seconds 150
+    .venv/bin/python -m load_tests.memory_probe --seconds 150 [--threads 40]
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=150.0)
-    parser.add_argument("--threads", type=int, default=40, help="worker threads, as starlette's")
+    parser.add_argument("--threads", type=int, default=1, help="threads running the passes")
     parser.add_argument("--every", type=int, default=1500, help="dispatches between prints")
     args = parser.parse_args()
 
@@ -46,13 +48,17 @@ def main() -> None:
 
     process = psutil.Process()
     started, dispatches = time.perf_counter(), 0
-    with ThreadPoolExecutor(args.threads) as pool:
+    # One single-thread executor per thread, used in turn: a shared pool would keep
+    # reusing one idle thread, since each pass waits for the previous one.
+    pools = [ThreadPoolExecutor(1) for _ in range(args.threads)]
+    try:
         while time.perf_counter() - started < args.seconds:
             # One dispatch: 1 to 31 requests of 1 to 3 series each, as the batcher forms them.
             requests = [
                 [histories[j] for j in rng.integers(0, len(histories), rng.integers(1, 4))]
                 for _ in range(rng.integers(1, 32))
             ]
+            pool = pools[dispatches % len(pools)]
             pool.submit(run_packed, requests, forward, 4096, 64).result()
             dispatches += 1
             if dispatches % args.every == 0:
@@ -64,6 +70,9 @@ def main() -> None:
                     f"Python heap {traced:6.2f} MB",
                     flush=True,
                 )
+    finally:
+        for pool in pools:
+            pool.shutdown()
 
 
 if __name__ == "__main__":

@@ -6,10 +6,13 @@ batches grow by themselves to what arrives during one pass.
 
 Greedy alone settles, under a closed loop of N clients, into two half-size batches that
 take turns (one computing while the other's clients send again). So before a dispatch
-the batcher may linger, at most `max_linger_s` after the oldest request arrived, until
-as many series are queued as were pending at the busiest moment since the previous
-dispatch. With one client that target is 1 and nothing waits; under load the turns
-merge into one batch of N, and the model costs less per series (see BENCHMARKS.md).
+the batcher may linger until as many series are queued as were pending at the busiest
+moment since the previous dispatch. It stops early once no request has arrived for
+`linger_gap_s` (the event loop has read in every client that was coming: reading one
+request takes it well under a millisecond), and at the latest `max_linger_s` after the
+oldest request arrived. With one client the target is 1 and nothing waits; under load
+the turns merge into one batch of N, and the model costs less per series
+(docs/SERVING.md, "Batching settings").
 
 The model runs in one dedicated thread, so the event loop keeps reading and answering
 requests during a forward pass, and passes never overlap (the model is not re-entrant
@@ -23,7 +26,6 @@ Bounds: a request is refused (`QueueFull`) when the series already admitted woul
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections import deque
@@ -70,6 +72,7 @@ class Batcher(Generic[Item, Answer]):
         max_queue_series: int,
         max_wait_s: float,
         max_linger_s: float = 0.0,
+        linger_gap_s: float = 0.002,
     ) -> None:
         self._predict = predict
         self._size = size
@@ -77,9 +80,11 @@ class Batcher(Generic[Item, Answer]):
         self.max_queue_series = max_queue_series
         self.max_wait_s = max_wait_s
         self.max_linger_s = max_linger_s
+        self.linger_gap_s = linger_gap_s
         self._queue: deque[_Waiting[Item, Answer]] = deque()
         self._pending = 0  # series admitted and not yet answered: queued or in a pass
         self._peak = 0  # most series pending at once since the last dispatch
+        self._arrivals = 0  # requests submitted, ever
         self._target = math.inf  # queued series that end a linger
         self._enough = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
@@ -99,6 +104,7 @@ class Batcher(Generic[Item, Answer]):
         waiting = _Waiting(item, size, time.perf_counter(), loop.create_future())
         self._queue.append(waiting)
         self._pending += size
+        self._arrivals += 1
         self._peak = max(self._peak, self._pending)
         if self._pending >= self._target:
             self._enough.set()
@@ -138,17 +144,25 @@ class Batcher(Generic[Item, Answer]):
     async def _linger(self) -> None:
         """Wait (bounded) for the queue to fill up to the last cycle's peak of pending series.
 
-        Runs only while the model is idle, so every pending series is a queued one.
+        Runs only while the model is idle, so every pending series is a queued one. Ends
+        when the target is queued, when no request arrived for `linger_gap_s` (the clients
+        that were coming are in), or `max_linger_s` after the oldest request arrived.
         """
         target = min(self._peak, self.max_batch_series)
         self._peak = 0
-        timeout = self._queue[0].enqueued + self.max_linger_s - time.perf_counter()
-        if self._pending >= target or timeout <= 0:
+        deadline = self._queue[0].enqueued + self.max_linger_s
+        if self._pending >= target:
             return
         self._target = target
         self._enough.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._enough.wait(), timeout)
+        while (timeout := min(self.linger_gap_s, deadline - time.perf_counter())) > 0:
+            seen = self._arrivals
+            try:
+                await asyncio.wait_for(self._enough.wait(), timeout)
+                break
+            except TimeoutError:
+                if self._arrivals == seen:
+                    break
         self._target = math.inf
 
     def _take(self) -> list[_Waiting[Item, Answer]]:

@@ -144,8 +144,9 @@ class RequestGuard:
         finally:
             metrics.IN_PROGRESS.dec()
         if status:
-            metrics.REQUESTS.labels(str(status)).inc()
-            metrics.LATENCY.labels(str(status)).observe(time.perf_counter() - started)
+            count, latency = metrics.by_status(status)
+            count.inc()
+            latency.observe(time.perf_counter() - started)
 
     async def forecast(self, scope: Scope, receive: Receive, send: Send) -> int:
         """Answer one POST /forecast; its HTTP status, or 0 if the client left first."""

@@ -7,6 +7,8 @@ each worker writes its samples to files that /metrics aggregates.
 
 from __future__ import annotations
 
+from functools import cache
+
 from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
@@ -75,3 +77,9 @@ MODEL_INFO = Gauge(
     ["name", "version"],
     multiprocess_mode="max",
 )
+
+
+@cache
+def by_status(code: int) -> tuple[Counter, Histogram]:
+    """The request counter and latency histogram of one HTTP status (looked up once)."""
+    return REQUESTS.labels(str(code)), LATENCY.labels(str(code))

@@ -202,15 +202,16 @@ def test_a_cancelled_caller_is_skipped_and_releases_its_place() -> None:
     assert model.calls == [[[1]], [[6]]]
 
 
-def test_lingering_merges_the_turns_of_a_closed_loop_and_is_bounded() -> None:
+def test_lingering_merges_the_turns_of_a_closed_loop_and_stops_after_a_quiet_gap() -> None:
     model = Model()
-    linger = 0.2
+    linger, gap = 0.5, 0.1
 
     async def main() -> tuple[float, float]:
-        b = batcher(model, max_linger_s=linger)
+        b = batcher(model, max_linger_s=linger, linger_gap_s=gap)
         # A busy moment: four requests at once, in one pass -> 4 series were pending.
         await asyncio.gather(*(b.submit([i]) for i in range(4)))
-        # Four clients come back one by one: the dispatch waits for all four...
+        # Four clients come back 20 ms apart (under the gap): one dispatch takes all four,
+        # as soon as the fourth is in.
         started = time.perf_counter()
         again = []
         for i in range(4):
@@ -218,12 +219,35 @@ def test_lingering_merges_the_turns_of_a_closed_loop_and_is_bounded() -> None:
             await asyncio.sleep(0.02)
         await asyncio.gather(*again)
         merged = time.perf_counter() - started
-        # ...while a lone request after that busy time waits at most the linger.
+        # A lone request after that busy time waits for one quiet gap, not the full linger.
         started = time.perf_counter()
         assert await b.submit([99]) == [198]
         return merged, time.perf_counter() - started
 
     merged, lone = asyncio.run(main())
     assert model.calls == [[[0], [1], [2], [3]], [[10], [11], [12], [13]], [[99]]]
-    assert merged < linger  # ended when the fourth arrived, not by the timeout
-    assert linger * 0.9 <= lone < linger + 0.5
+    assert merged < gap + 0.1
+    assert gap * 0.9 <= lone < linger
+
+
+def test_lingering_never_passes_max_linger_however_requests_trickle_in() -> None:
+    model = Model()
+    linger = 0.15
+
+    async def main() -> float:
+        b = batcher(model, max_linger_s=linger, linger_gap_s=1.0)
+        await asyncio.gather(*(b.submit([i]) for i in range(20)))  # peak of 20 pending
+        started = time.perf_counter()
+        answered: list[float] = []
+        trickle = []
+        for i in range(10):  # one every 40 ms: never quiet for 1 s, never 20 queued
+            request = asyncio.ensure_future(b.submit([i]))
+            request.add_done_callback(lambda _: answered.append(time.perf_counter() - started))
+            trickle.append(request)
+            await asyncio.sleep(0.04)
+        await asyncio.gather(*trickle)
+        return answered[0]
+
+    first_answer = asyncio.run(main())
+    assert linger * 0.9 <= first_answer < linger + 0.2
+    assert 2 <= len(model.calls[1]) < 10  # the dispatch at the deadline took what was there

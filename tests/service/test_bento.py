@@ -5,15 +5,19 @@ This is the container's path minus Docker: the bento must carry the code and the
 
 from __future__ import annotations
 
+import ast
 import os
 import random
 import shutil
 import subprocess
+import sys
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+import yaml
 
 from tests.service.conftest import Reference
 from tests.service.server import BENTOML, ROOT, Server
@@ -79,3 +83,32 @@ def test_built_bento_serves_its_own_model_from_an_empty_directory(
         np.testing.assert_allclose(
             body["forecasts"][0]["point"], expected[:, QUANTILES.index(0.5)], rtol=1e-5
         )
+
+
+def test_the_bento_installs_every_package_the_service_imports() -> None:
+    """Guards against an import that works here (the venv has it) and fails in the image."""
+
+    def canonical(name: str) -> str:
+        return name.strip().lower().replace("_", "-")
+
+    listed = {
+        canonical(spec.split("=")[0].split(">")[0].split("<")[0])
+        for spec in yaml.safe_load((ROOT / "bentofile.yaml").read_text())["python"]["packages"]
+    }
+    imported: set[str] = set()
+    for path in (ROOT / "service").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"service", "__future__"}
+    # bentoml (and starlette, which it brings) is what the bento runs on.
+    provided = {"bentoml", "starlette"}
+    distributions = packages_distributions()
+    missing = {
+        module
+        for module in third_party - provided
+        if not {canonical(d) for d in distributions.get(module, [module])} & listed
+    }
+    assert not missing, f"bentofile.yaml python.packages lacks {sorted(missing)}"
