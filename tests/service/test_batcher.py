@@ -45,9 +45,16 @@ def batcher(model: Model, **kwargs: float) -> Batcher[list[int], list[int]]:
     return Batcher(model, size=len, **options)  # type: ignore[arg-type]
 
 
-async def wait_until_in_model(model: Model) -> None:
+async def occupy(
+    b: Batcher[list[int], list[int]], model: Model, item: list[int]
+) -> asyncio.Future[list[int]]:
+    """Start a pass on `item` that blocks in the model until `model.release()`, so that
+    requests submitted meanwhile queue behind it."""
+    model.hold()
+    first = asyncio.ensure_future(b.submit(item))
     while not model.entered.is_set():
         await asyncio.sleep(0.001)
+    return first
 
 
 def test_a_lone_request_is_dispatched_at_once_and_alone() -> None:
@@ -67,9 +74,7 @@ def test_requests_queued_during_a_pass_share_the_next_one_in_order() -> None:
 
     async def main() -> list[list[int]]:
         b = batcher(model)
-        model.hold()
-        first = asyncio.ensure_future(b.submit([1]))
-        await wait_until_in_model(model)
+        first = await occupy(b, model, [1])
         rest = [asyncio.ensure_future(b.submit([10 * i, 10 * i + 1])) for i in range(1, 6)]
         await asyncio.sleep(0.01)
         assert b.pending == 11
@@ -90,9 +95,7 @@ def test_a_dispatch_stops_at_max_batch_series_but_takes_at_least_one_request() -
 
     async def main() -> None:
         b = batcher(model, max_batch_series=4)
-        model.hold()
-        first = asyncio.ensure_future(b.submit([0]))
-        await wait_until_in_model(model)
+        first = await occupy(b, model, [0])
         sizes = [3, 2, 2, 6, 1]
         queued = [asyncio.ensure_future(b.submit([1] * n)) for n in sizes]
         model.release()
@@ -108,9 +111,7 @@ def test_queue_full_refuses_past_the_bound_but_always_admits_into_an_empty_queue
     async def main() -> None:
         b = batcher(model, max_queue_series=5)
         assert await b.submit([1] * 9) == [2] * 9  # empty queue: admitted though > 5
-        model.hold()
-        first = asyncio.ensure_future(b.submit([1, 1, 1]))
-        await wait_until_in_model(model)
+        first = await occupy(b, model, [1, 1, 1])
         with pytest.raises(QueueFull) as refused:
             await b.submit([1, 1, 1])
         assert refused.value.pending == 3
@@ -127,9 +128,7 @@ def test_a_request_that_waited_past_max_wait_is_answered_without_running() -> No
 
     async def main() -> None:
         b = batcher(model, max_wait_s=0.05)
-        model.hold()
-        first = asyncio.ensure_future(b.submit([1]))
-        await wait_until_in_model(model)
+        first = await occupy(b, model, [1])
         late = asyncio.ensure_future(b.submit([7]))
         await asyncio.sleep(0.15)
         model.release()
@@ -147,9 +146,7 @@ def test_a_failure_reaches_only_its_own_request() -> None:
 
     async def main() -> None:
         b = batcher(model)
-        model.hold()
-        first = asyncio.ensure_future(b.submit([1]))
-        await wait_until_in_model(model)
+        first = await occupy(b, model, [1])
         good, bad = asyncio.ensure_future(b.submit([3])), asyncio.ensure_future(b.submit([-1]))
         model.release()
         assert await first == [2]
@@ -186,9 +183,7 @@ def test_a_cancelled_caller_is_skipped_and_releases_its_place() -> None:
 
     async def main() -> None:
         b = batcher(model)
-        model.hold()
-        first = asyncio.ensure_future(b.submit([1]))
-        await wait_until_in_model(model)
+        first = await occupy(b, model, [1])
         gone = asyncio.ensure_future(b.submit([5, 5]))
         kept = asyncio.ensure_future(b.submit([6]))
         await asyncio.sleep(0.01)
