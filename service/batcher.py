@@ -188,6 +188,3 @@ class Batcher(Generic[Item, Answer]):
             series += waiting.size
         self._peak = max(self._peak, self._pending)
         return group
-
-    def close(self) -> None:
-        self._thread.shutdown(wait=False, cancel_futures=True)
