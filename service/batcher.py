@@ -49,6 +49,13 @@ class QueueFull(Exception):
         self.pending = pending
 
 
+def admit(pending: int, size: int, max_queue_series: int) -> None:
+    """Raise `QueueFull` if `size` more series would pass the bound; an empty queue
+    always admits, however large the request."""
+    if pending and pending + size > max_queue_series:
+        raise QueueFull(pending)
+
+
 class WaitedTooLong(Exception):
     """The request waited longer than `max_wait_s` before a forward pass could take it."""
 
@@ -97,9 +104,7 @@ class Batcher(Generic[Item, Answer]):
     async def submit(self, item: Item) -> Answer:
         """Queue one request and wait for its answer (raises what its forward pass raised)."""
         size = self._size(item)
-        # A request arriving at an empty queue is always admitted, however large.
-        if self._pending and self._pending + size > self.max_queue_series:
-            raise QueueFull(self._pending)
+        admit(self._pending, size, self.max_queue_series)
         loop = asyncio.get_running_loop()
         waiting = _Waiting(item, size, time.perf_counter(), loop.create_future())
         self._queue.append(waiting)

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service import metrics
 from service.artifact import Artifact
-from service.batcher import Batcher, QueueFull, WaitedTooLong
+from service.batcher import Batcher, QueueFull, WaitedTooLong, admit
 from service.batching import SubBatch, run_packed
 from service.errors import ClientError, FieldError
 from service.schemas import ForecastRequest, Limits
@@ -50,9 +50,8 @@ class Engine:
         # False during warm-up, so start-up passes stay out of the metrics.
         self.recording = True
         self.dispatch: Callable[[list[Queued]], Awaitable[Answers]]
-        self.batcher: Batcher[list[Queued], Answers] | None = None
         if settings.batching:
-            self.batcher = Batcher(
+            batcher: Batcher[list[Queued], Answers] = Batcher(
                 self.predict_batches,
                 size=len,
                 max_batch_series=settings.max_batch_size,
@@ -60,15 +59,10 @@ class Engine:
                 max_wait_s=settings.max_latency_ms / 1000,
                 max_linger_s=settings.batch_linger_ms / 1000,
             )
-            self.dispatch = self.batcher.submit
+            self.dispatch = batcher.submit
         else:
             self.dispatch = self.predict_alone
         self.unbatched_pending = 0  # series in flight when batching is off
-
-    @property
-    def pending(self) -> int:
-        """Series admitted and not yet answered (queued or in a forward pass)."""
-        return self.batcher.pending if self.batcher else self.unbatched_pending
 
     # -- the model side (runs in a worker thread) ---------------------------------------
 
@@ -120,9 +114,7 @@ class Engine:
 
     async def predict_alone(self, queued: list[Queued]) -> Answers:
         """FORECASTER_BATCHING=false: this request's series alone, in a worker thread."""
-        pending = self.unbatched_pending
-        if pending and pending + len(queued) > self.settings.max_queue_series:
-            raise QueueFull(pending)
+        admit(self.unbatched_pending, len(queued), self.settings.max_queue_series)
         self.unbatched_pending += len(queued)
         try:
             [answer] = await run_in_threadpool(self.predict_batches, [queued])

@@ -132,6 +132,11 @@ def parse_request(body: bytes, limits: Limits) -> ForecastRequest:
         request = ForecastRequest.model_validate_json(body)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
+    return check_request(request, limits)
+
+
+def check_request(request: ForecastRequest, limits: Limits) -> ForecastRequest:
+    """The request itself if it keeps every limit; `ClientError` 422 listing all it breaks."""
     problems = check_limits(request, limits)
     if problems:
         raise validation_failed(problems)

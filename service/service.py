@@ -31,7 +31,7 @@ from starlette.responses import Response
 
 from service import artifact, metrics
 from service.engine import Engine, Queued
-from service.errors import ClientError, validation_failed
+from service.errors import ClientError
 from service.guard import RequestGuard
 from service.schemas import (
     EXAMPLE_VALUES,
@@ -39,7 +39,7 @@ from service.schemas import (
     ForecastResponse,
     Limits,
     SeriesIn,
-    check_limits,
+    check_request,
 )
 from service.settings import Settings
 
@@ -155,10 +155,7 @@ class Forecaster:
         """
         request = ForecastRequest(series=series, horizon=horizon, quantiles=quantiles)
         try:
-            problems = check_limits(request, LIMITS)
-            if problems:
-                raise validation_failed(problems)
-            body = await self.engine.answer(request)
+            body = await self.engine.answer(check_request(request, LIMITS))
         except ClientError as exc:
             metrics.REJECTIONS.labels(exc.reason).inc()
             return Response(exc.body(), exc.status, exc.headers, media_type="application/json")  # type: ignore[return-value]

@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 from tests.service.conftest import Reference
 from tests.service.server import BENTOML, ROOT, Server
@@ -92,7 +93,7 @@ def test_the_bento_installs_every_package_the_service_imports() -> None:
         return name.strip().lower().replace("_", "-")
 
     listed = {
-        canonical(spec.split("=")[0].split(">")[0].split("<")[0])
+        canonical(Requirement(spec).name)
         for spec in yaml.safe_load((ROOT / "bentofile.yaml").read_text())["python"]["packages"]
     }
     imported: set[str] = set()
