@@ -20,7 +20,6 @@ tables into BENCHMARKS.md between its marker comments.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import math
@@ -42,7 +41,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from load_tests import report
-from load_tests.loadgen import LoadResult, closed_loop
+from load_tests.loadgen import LoadResult, run_closed_loop
 from load_tests.payloads import Payload, m3_monthly, payload_pool
 from load_tests.servers import (
     ROOT,
@@ -102,7 +101,7 @@ def machine() -> dict[str, Any]:
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for dist in ("torch", "bentoml", "torchserve", "aiohttp", "locust"):
+    for dist in ("torch", "bentoml", "torchserve", "httptools", "uvloop", "locust"):
         try:
             out[dist] = importlib_metadata.version(dist)
         except importlib_metadata.PackageNotFoundError:
@@ -114,7 +113,8 @@ def versions() -> dict[str, str]:
 
 
 class Probe:
-    """Reads a server's CPU time and its series-per-model-call counters at window edges."""
+    """Reads a server's CPU time, its series-per-model-call counters and the load
+    generator's own CPU time (this process: is the client the bottleneck?) at window edges."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -129,18 +129,18 @@ class Probe:
             resp = await client.get(self.server.metrics_url, timeout=10.0)
         return call_series(resp.text)
 
-    async def start(self) -> tuple[float, tuple[float, float]]:
+    async def start(self) -> tuple[float, tuple[float, float], float]:
         counters = await self.counters()  # before the CPU reading: /metrics costs CPU too
-        return self.server.cpu_seconds(), counters
+        return self.server.cpu_seconds(), counters, time.process_time()
 
-    async def end(self) -> tuple[float, tuple[float, float]]:
-        cpu = self.server.cpu_seconds()
-        return cpu, await self.counters()
+    async def end(self) -> tuple[float, tuple[float, float], float]:
+        cpu, client = self.server.cpu_seconds(), time.process_time()
+        return cpu, await self.counters(), client
 
 
 def summarise(result: LoadResult) -> dict[str, Any]:
     """One repetition's figures, server CPU and series per call included."""
-    (cpu0, (s0, c0)), (cpu1, (s1, c1)) = result.before, result.after
+    (cpu0, (s0, c0), client0), (cpu1, (s1, c1), client1) = result.before, result.after
     served = result.ok * result.series_per_request
     return {
         "users": result.users,
@@ -153,6 +153,7 @@ def summarise(result: LoadResult) -> dict[str, Any]:
         "errors": result.errors,
         "warmup_errors": result.warmup_errors,
         "server_cpu_s": cpu1 - cpu0,
+        "client_cpu_s": client1 - client0,
         "cpu_ms_per_series": 1000.0 * (cpu1 - cpu0) / served if served else None,
         "series_per_call": (s1 - s0) / (c1 - c0) if c1 > c0 else None,
         "error_samples": result.error_samples,
@@ -172,17 +173,15 @@ def measure_point(
     url = server.base_url + server.predict_path
     reps = []
     for rep in range(args.reps):
-        result = asyncio.run(
-            closed_loop(
-                url,
-                payloads,
-                users,
-                horizon,
-                warmup_s if rep == 0 else min(1.0, warmup_s),
-                args.duration,
-                on_start=probe.start,
-                on_end=probe.end,
-            )
+        result = run_closed_loop(
+            url,
+            payloads,
+            users,
+            horizon,
+            warmup_s if rep == 0 else min(1.0, warmup_s),
+            args.duration,
+            on_start=probe.start,
+            on_end=probe.end,
         )
         reps.append(summarise(result))
     point = report.median_point(reps)
@@ -341,7 +340,10 @@ def main(argv: list[str] | None = None) -> int:
             "history_lengths": f"{min(lengths)}–{max(lengths)}, mean {mean_length:.0f}",
             "server_core": args.server_core,
             "client_core": args.client_core,
-            "load_generator": "asyncio + aiohttp closed loop (load_tests/loadgen.py)",
+            "load_generator": (
+                "closed loop, one keep-alive connection per user, uvloop + httptools "
+                "(load_tests/loadgen.py)"
+            ),
             "service_env": args.service_env,
             "nobatch_env": nobatch,
             "torchserve": {

@@ -11,7 +11,6 @@ set against the in-process limit.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import json
 import os
@@ -22,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from load_tests.bench import RESULTS, Probe, model_directory, summarise
-from load_tests.loadgen import closed_loop
+from load_tests.loadgen import run_closed_loop
 from load_tests.payloads import payload_pool
 from load_tests.servers import BIN, bentoml_server
 
@@ -139,8 +138,8 @@ def main() -> None:
             return await probe.start()
 
         url = server.base_url + server.predict_path
-        result = asyncio.run(
-            closed_loop(url, single, args.users, horizon, 3.0, args.seconds, start, probe.end)
+        result = run_closed_loop(
+            url, single, args.users, horizon, 3.0, args.seconds, start, probe.end
         )
         spy[0].wait(timeout=args.seconds + 60)
     point = summarise(result)

@@ -29,6 +29,7 @@ STATUS: dict[str, int] = {
     "overloaded": 503,
     "queue_full": 503,
     "model_error": 500,
+    "timeout": 504,
 }
 
 _MAX_VALUE_CHARS = 80

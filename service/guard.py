@@ -1,10 +1,12 @@
-"""The HTTP boundary: an ASGI middleware in front of BentoML's routes.
+"""The HTTP boundary: an ASGI middleware in front of BentoML's app.
 
 `POST /forecast` is answered here, in full: the body-size limit (413, from
 Content-Length before reading when the client declares it), parsing and validation
 against the loaded model (400 malformed JSON, 422 broken rule, with the field, rule
 and value received), then `answer` (the engine) for the forecast, and the request's
 status and latency in `forecaster_requests_total` / `forecaster_request_duration_seconds`.
+Reading the body and waiting for the answer are bounded by `timeout_s` (504 `timeout`), so
+a client that trickles its body cannot hold a connection open for ever.
 Going through BentoML's endpoint instead would parse the body a second time and pass
 starlette's routing and BentoML's HTTP middlewares: about a sixth of the server's CPU
 per request under load (docs/SERVING.md). `GET /model` answers the model card; every
@@ -13,6 +15,7 @@ other route passes through to BentoML.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -83,6 +86,7 @@ class RequestGuard:
         answer: Answer,
         max_body_bytes: int,
         card: dict[str, Any],
+        timeout_s: float = 30.0,
         token: str = "",
         auth_health: bool = False,
         auth_metrics: bool = False,
@@ -91,6 +95,7 @@ class RequestGuard:
         self.limits = limits
         self.answer = answer
         self.max_body_bytes = max_body_bytes
+        self.timeout_s = timeout_s
         self.card = json.dumps(card, allow_nan=False).encode()
         self._expected = f"Bearer {token}".encode() if token else b""
         self.auth_health = auth_health
@@ -157,8 +162,14 @@ class RequestGuard:
                     "body_too_large",
                     f"request body is {length} B; the limit is {self.max_body_bytes} B",
                 )
-            body = await read_body(receive, self.max_body_bytes)
-            reply = await self.answer(parse_request(body, self.limits))
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    body = await read_body(receive, self.max_body_bytes)
+                    reply = await self.answer(parse_request(body, self.limits))
+            except TimeoutError:
+                raise ClientError(
+                    "timeout", f"no answer within FORECASTER_REQUEST_TIMEOUT_S={self.timeout_s:g} s"
+                ) from None
         except ClientError as exc:
             metrics.REJECTIONS.labels(exc.reason).inc()
             await send_json(send, exc.status, exc.body(), exc.headers)

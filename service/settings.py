@@ -113,7 +113,14 @@ class Settings(BaseSettings):
     )
     torch_threads: int = Field(default=1, ge=1, description="torch intra-op threads per worker.")
     workers: int = Field(default=1, ge=1, description="BentoML worker processes.")
-    request_timeout_s: float = Field(default=30.0, gt=0, description="BentoML request timeout.")
+    request_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "Longest a /forecast request may take to send its body and get its answer "
+            "(then 504 timeout); BentoML's request timeout on the other routes."
+        ),
+    )
     retry_after_s: int = Field(
         default=1, ge=0, description="Retry-After header value on 503 (overloaded)."
     )

@@ -134,6 +134,76 @@ def test_undeclared_oversize_stops_reading_at_the_limit() -> None:
     assert json.loads(body)["message"] == "request body exceeds the limit of 1024 B"
 
 
+class Stalled:
+    """Stands in for a client that sends part of its body, then nothing: `receive` hangs."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    async def __call__(self) -> dict[str, Any]:
+        self.reads += 1
+        if self.reads == 1:
+            return {"type": "http.request", "body": VALID[:10], "more_body": True}
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+class NeverAnswers(Engine):
+    """An engine whose answer never comes; records whether the wait was cancelled."""
+
+    cancelled = False
+
+    async def __call__(self, request: ForecastRequest) -> bytes:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        raise AssertionError("unreachable")
+
+
+def timed_out(engine: Engine, receive: Any) -> tuple[int, dict[str, Any], float]:
+    """One POST /forecast through a guard with a 50 ms timeout: status, body, seconds taken."""
+    guard = RequestGuard(Downstream(), LIMITS, engine, 1024, {"name": "tiny"}, timeout_s=0.05)
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def run() -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        scope = {"type": "http", "method": "POST", "path": "/forecast", "headers": []}
+        await asyncio.wait_for(guard(scope, receive, send), 5)
+        return loop.time() - started
+
+    seconds = asyncio.run(run())
+    return sent[0]["status"], json.loads(sent[1]["body"]), seconds
+
+
+def test_a_body_that_stops_arriving_is_504_after_the_timeout() -> None:
+    """Guards against a slow client holding a connection (and a worker's memory) for ever."""
+    before = rejections("timeout"), requests_answered(504)
+    engine = Engine()
+    status, body, seconds = timed_out(engine, Stalled())
+    assert (status, body["error"], engine.requests) == (504, "timeout", [])
+    assert body["message"] == "no answer within FORECASTER_REQUEST_TIMEOUT_S=0.05 s"
+    assert 0.05 <= seconds < 1.0
+    assert (rejections("timeout"), requests_answered(504)) == (before[0] + 1, before[1] + 1)
+
+
+def test_an_answer_slower_than_the_timeout_is_504_and_its_wait_is_cancelled() -> None:
+    """Guards against a 504 whose request still waits in the queue (the batcher skips
+    cancelled requests, so their series never run)."""
+    engine = NeverAnswers()
+
+    async def whole_body() -> dict[str, Any]:
+        return {"type": "http.request", "body": VALID, "more_body": False}
+
+    status, body, _ = timed_out(engine, whole_body)
+    assert (status, body["error"], engine.cancelled) == (504, "timeout", True)
+
+
 def test_invalid_body_is_answered_by_the_guard_and_counted() -> None:
     guard, downstream = make()
     before = rejections("validation_error"), requests_answered(422)
