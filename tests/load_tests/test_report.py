@@ -112,6 +112,17 @@ def test_markdown_has_every_contender_and_the_limit() -> None:
     assert "| ours (adaptive batching) | 7.8 | 500 | 100.0 | 0 | 1.000 | 50 % |" in text
 
 
+def test_markdown_shows_the_load_generator_cost_and_the_machine_drift() -> None:
+    data = result(130.0, 100.0, 99.0, 500.0)
+    data["contenders"]["ours"]["single"][0]["client_cpu_ms_per_request"] = 0.0876
+    data["limit"]["points"].append({**limit_point("packed", 3000.0, 0.33), "batch_size": 32})
+    data["limit_after"] = {"points": [{**limit_point("packed", 2400.0, 0.41), "batch_size": 32}]}
+    text = markdown(data)
+    assert "| ours (adaptive batching) | 32 | 130.0 |" in text
+    assert "| 1.00 | 4.0 | 0.088 |" in text
+    assert "ran at 3000 series/s before the contenders and 2400 after (0.80×)" in text
+
+
 def test_block_replaced_between_markers_and_the_rest_kept() -> None:
     doc = f"# B\n\nintro\n\n{BEGIN}\nold\n{END}\n\nafter\n"
     expected = f"# B\n\nintro\n\n{BEGIN}\nnew\n{END}\n\nafter\n"
