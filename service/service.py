@@ -100,9 +100,10 @@ GUARD_OPTIONS: dict[str, Any] = {
 }
 # BentoML's per-request HTTP layers (its traffic metrics, tracing, the request timeout,
 # the access log) cost about 35 us a request, a twentieth of a batched forecast's CPU
-# (docs/SERVING.md). So the guard wraps BentoML's whole app and answers /forecast before
-# them, with its own timeout and metrics. Only when tracing or the access log is asked
-# for does it go inside, where those layers see /forecast too.
+# (python -m load_tests.asgi_layers; docs/SERVING.md). So the guard wraps BentoML's
+# whole app and answers /forecast before them, with its own timeout and metrics. Only
+# when tracing or the access log is asked for does it go inside, where those layers
+# see /forecast too.
 GUARD_OUTSIDE = not (SETTINGS.trace_requests or SETTINGS.access_log)
 
 
