@@ -167,8 +167,11 @@ class RequestGuard:
                     body = await read_body(receive, self.max_body_bytes)
                     reply = await self.answer(parse_request(body, self.limits))
             except TimeoutError:
+                # Closing frees the connection of a client that may still be trickling.
                 raise ClientError(
-                    "timeout", f"no answer within FORECASTER_REQUEST_TIMEOUT_S={self.timeout_s:g} s"
+                    "timeout",
+                    f"no answer within FORECASTER_REQUEST_TIMEOUT_S={self.timeout_s:g} s",
+                    headers={"Connection": "close"},
                 ) from None
         except ClientError as exc:
             metrics.REJECTIONS.labels(exc.reason).inc()

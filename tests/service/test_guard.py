@@ -163,7 +163,8 @@ class NeverAnswers(Engine):
 
 
 def timed_out(engine: Engine, receive: Any) -> tuple[int, dict[str, Any], float]:
-    """One POST /forecast through a guard with a 50 ms timeout: status, body, seconds taken."""
+    """One POST /forecast through a guard with a 50 ms timeout: status, body, seconds taken
+    (and the answer closes the connection)."""
     guard = RequestGuard(Downstream(), LIMITS, engine, 1024, {"name": "tiny"}, timeout_s=0.05)
     sent: list[dict[str, Any]] = []
 
@@ -178,6 +179,7 @@ def timed_out(engine: Engine, receive: Any) -> tuple[int, dict[str, Any], float]
         return loop.time() - started
 
     seconds = asyncio.run(run())
+    assert (b"connection", b"close") in sent[0]["headers"]
     return sent[0]["status"], json.loads(sent[1]["body"]), seconds
 
 

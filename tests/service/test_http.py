@@ -6,6 +6,8 @@ import asyncio
 import json
 import random
 import re
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -355,3 +357,29 @@ def test_with_the_access_log_on_forecast_requests_are_logged(
         assert "/forecast" in endpoints_seen_by_bentoml(scrape(logged))
         log = logged.tail(20000)
     assert re.search(r"method=POST,path=/forecast.*status=200", log), log[-2000:]
+
+
+def test_a_body_that_stops_arriving_gets_504_and_the_connection_is_closed(
+    tiny_artifact: Path, bentoml_home: Path
+) -> None:
+    """Guards against a trickling client holding a connection and its buffer for ever."""
+    env = {
+        "FORECASTER_MODEL": str(tiny_artifact),
+        "BENTOML_HOME": str(bentoml_home),
+        "FORECASTER_REQUEST_TIMEOUT_S": "1",
+    }
+    with Server(env) as running, socket.create_connection(("127.0.0.1", running.port)) as sock:
+        sock.sendall(
+            b"POST /forecast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"series": ['
+        )
+        sock.settimeout(10)
+        started = time.monotonic()
+        received = b""
+        while chunk := sock.recv(65536):  # until the server closes
+            received += chunk
+        waited = time.monotonic() - started
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 504"), received[:300]
+    assert json.loads(body)["error"] == "timeout"
+    assert 1.0 <= waited < 5.0
