@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from tests.reliability.common import report
 from tests.service.conftest import TEST_LIMITS
-from tests.service.server import Server
+from tests.service.server import Server, serve_env
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ def rss_mb(server: Server) -> float:
 
 @pytest.fixture(scope="module")
 def fuzz_server(tiny_artifact: Path, bentoml_home: Path) -> Iterator[Server]:
-    env = {"FORECASTER_MODEL": str(tiny_artifact), "BENTOML_HOME": str(bentoml_home)}
+    env = serve_env(tiny_artifact, bentoml_home)
     with Server({**env, **TEST_LIMITS}) as running:
         start = rss_mb(running)
         yield running

@@ -16,7 +16,7 @@ import pytest
 from tests.reliability.common import body, metric, report, scrape
 from tests.reliability.poisoned import NAN_LAST, RAISE_LAST, write_poisoned_artifact
 from tests.service.conftest import Reference
-from tests.service.server import Server
+from tests.service.server import Server, serve_env
 from tests.service.tiny_model import QUANTILES
 
 pytestmark = pytest.mark.slow
@@ -27,11 +27,11 @@ def poisoned_server(
     tiny_artifact: Path, bentoml_home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     model = write_poisoned_artifact(tiny_artifact, tmp_path_factory.mktemp("p") / "poisoned")
-    env = {
-        "FORECASTER_MODEL": str(model),
-        "BENTOML_HOME": str(bentoml_home),
-        "FORECASTER_MAX_LATENCY_MS": "20000",  # nothing shed: every answer is checked
-    }
+    env = serve_env(
+        model,
+        bentoml_home,
+        max_latency_ms="20000",  # nothing shed: every answer is checked
+    )
     with Server(env) as running:
         yield running
 

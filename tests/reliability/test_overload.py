@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.common import closed_loop, metric, pinned, quantile, report, scrape
-from tests.service.server import Server
+from tests.service.server import Server, serve_env
 
 pytestmark = pytest.mark.slow
 
@@ -26,14 +26,14 @@ NORMAL_CLIENTS = 2
 
 @pytest.fixture(scope="module")
 def server(tiny_artifact: Path, bentoml_home: Path) -> Iterator[Server]:
-    env = {
-        "FORECASTER_MODEL": str(tiny_artifact),
-        "BENTOML_HOME": str(bentoml_home),
-        "FORECASTER_MAX_LATENCY_MS": str(MAX_LATENCY_MS),
-        "FORECASTER_MAX_QUEUE_SERIES": str(MAX_QUEUE_SERIES),
-        "FORECASTER_MAX_BATCH_SIZE": "16",
-        "FORECASTER_RETRY_AFTER_S": "2",
-    }
+    env = serve_env(
+        tiny_artifact,
+        bentoml_home,
+        max_latency_ms=str(MAX_LATENCY_MS),
+        max_queue_series=str(MAX_QUEUE_SERIES),
+        max_batch_size="16",
+        retry_after_s="2",
+    )
     with Server(env, cpus="0") as running:
         yield running
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.reliability.common import report
 from tests.service.conftest import TEST_LIMITS
-from tests.service.server import Server
+from tests.service.server import Server, serve_env
 
 pytestmark = pytest.mark.slow
 
@@ -23,9 +23,7 @@ SECRET_VALUE = 4242.123456789
 @pytest.fixture(scope="module")
 def server(tiny_artifact: Path, bentoml_home: Path) -> Iterator[Server]:
     env = {
-        "FORECASTER_MODEL": str(tiny_artifact),
-        "BENTOML_HOME": str(bentoml_home),
-        "FORECASTER_API_TOKEN": TOKEN,
+        **serve_env(tiny_artifact, bentoml_home, api_token=TOKEN),
         **TEST_LIMITS,
     }
     with Server(env) as running:

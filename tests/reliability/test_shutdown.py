@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.reliability.common import Outcome, body, closed_loop, report
-from tests.service.server import Server
+from tests.service.server import Server, serve_env
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,7 @@ def test_sigterm_during_load_completes_accepted_requests_and_exits_in_bounded_ti
     tiny_artifact: Path, bentoml_home: Path
 ) -> None:
     """Guards against a redeploy dropping in-flight forecasts, answering 500, or hanging."""
-    env = {"FORECASTER_MODEL": str(tiny_artifact), "BENTOML_HOME": str(bentoml_home)}
+    env = serve_env(tiny_artifact, bentoml_home)
     server = Server(env).__enter__()
     assert server.process is not None
     pgid = server.process.pid

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.reliability.common import report
-from tests.service.server import BENTOML, ROOT, Server, free_port
+from tests.service.server import BENTOML, ROOT, Server, free_port, serve_env
 
 pytestmark = pytest.mark.slow
 
@@ -124,9 +124,11 @@ def test_readyz_is_not_200_before_the_model_is_warmed_up(
 ) -> None:
     """Guards against a load balancer routing traffic to a worker still warming up."""
     env = {
-        "FORECASTER_MODEL": str(tiny_artifact),
-        "BENTOML_HOME": str(bentoml_home),
-        "FORECASTER_WARMUP_ROUNDS": "2000",  # a few seconds of warm-up, to watch
+        **serve_env(
+            tiny_artifact,
+            bentoml_home,
+            warmup_rounds="2000",  # a few seconds of warm-up, to watch
+        ),
         "PYTHONUNBUFFERED": "1",
     }
     server = Server(env)

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from tests.reliability.common import Tally, closed_loop, report
-from tests.service.server import Server
+from tests.service.server import Server, serve_env
 
 pytestmark = pytest.mark.slow
 
@@ -42,11 +42,7 @@ def test_killed_worker_is_replaced_and_only_its_in_flight_requests_fail(
     tiny_artifact: Path, bentoml_home: Path
 ) -> None:
     """Guards against a crashed worker taking the service down or staying dead."""
-    env = {
-        "FORECASTER_MODEL": str(tiny_artifact),
-        "BENTOML_HOME": str(bentoml_home),
-        "FORECASTER_WORKERS": "2",
-    }
+    env = serve_env(tiny_artifact, bentoml_home, workers="2")
     with Server(env) as server:
         workers = worker_pids(server)
         assert len(workers) == 2, workers

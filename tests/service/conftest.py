@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.service.server import Server
+from tests.service.server import Server, serve_env
 from tests.service.tiny_model import write_tiny_artifact
 
 # Small limits, so that the limit tests send small bodies.
@@ -48,6 +48,6 @@ def bentoml_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def server(tiny_artifact: Path, bentoml_home: Path) -> Iterator[Server]:
     """One `bentoml serve` on the tiny model for the whole session (start-up takes seconds)."""
-    env = {"FORECASTER_MODEL": str(tiny_artifact), "BENTOML_HOME": str(bentoml_home)}
+    env = serve_env(tiny_artifact, bentoml_home)
     with Server({**env, **TEST_LIMITS}) as running:
         yield running

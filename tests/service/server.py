@@ -25,6 +25,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def serve_env(model: Path, bentoml_home: Path, **settings: str) -> dict[str, str]:
+    """A test server's environment: its model, a private BentoML home, and settings by
+    name (`max_batch_size="16"` is `FORECASTER_MAX_BATCH_SIZE=16`)."""
+    env = {"FORECASTER_MODEL": str(model), "BENTOML_HOME": str(bentoml_home)}
+    env.update({f"FORECASTER_{name.upper()}": value for name, value in settings.items()})
+    return env
+
+
 class Server:
     """`bentoml serve [target]` with `env` added; ready once /readyz answers 200."""
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.service.conftest import Reference
-from tests.service.server import Server
+from tests.service.server import Server, serve_env
 from tests.service.tiny_model import HORIZON, MAX_HISTORY, MIN_HISTORY, NAME, QUANTILES, VERSION
 
 pytestmark = pytest.mark.slow
@@ -347,11 +347,7 @@ def test_with_the_access_log_on_forecast_requests_are_logged(
 ) -> None:
     """The access log (and tracing) need BentoML's layers to see /forecast: the guard then
     sits inside them."""
-    env = {
-        "FORECASTER_MODEL": str(tiny_artifact),
-        "BENTOML_HOME": str(bentoml_home),
-        "FORECASTER_ACCESS_LOG": "true",
-    }
+    env = serve_env(tiny_artifact, bentoml_home, access_log="true")
     with Server(env) as logged:
         assert post(logged, {"series": [{"values": [1.0] * MIN_HISTORY}]}).status_code == 200
         assert "/forecast" in endpoints_seen_by_bentoml(scrape(logged))
@@ -363,11 +359,7 @@ def test_a_body_that_stops_arriving_gets_504_and_the_connection_is_closed(
     tiny_artifact: Path, bentoml_home: Path
 ) -> None:
     """Guards against a trickling client holding a connection and its buffer for ever."""
-    env = {
-        "FORECASTER_MODEL": str(tiny_artifact),
-        "BENTOML_HOME": str(bentoml_home),
-        "FORECASTER_REQUEST_TIMEOUT_S": "1",
-    }
+    env = serve_env(tiny_artifact, bentoml_home, request_timeout_s="1")
     with Server(env) as running, socket.create_connection(("127.0.0.1", running.port)) as sock:
         sock.sendall(
             b"POST /forecast HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

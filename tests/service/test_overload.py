@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.server import Server
+from tests.service.server import Server, serve_env
 from tests.service.tiny_model import MAX_HISTORY
 
 pytestmark = pytest.mark.slow
@@ -18,13 +18,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def tight_server(tiny_artifact: Path, bentoml_home: Path) -> Iterator[Server]:
-    env = {
-        "FORECASTER_MODEL": str(tiny_artifact),
-        "BENTOML_HOME": str(bentoml_home),
-        "FORECASTER_MAX_LATENCY_MS": "10",
-        "FORECASTER_MAX_BATCH_SIZE": "1",
-        "FORECASTER_RETRY_AFTER_S": "3",
-    }
+    env = serve_env(
+        tiny_artifact,
+        bentoml_home,
+        max_latency_ms="10",
+        max_batch_size="1",
+        retry_after_s="3",
+    )
     with Server(env) as running:
         yield running
 

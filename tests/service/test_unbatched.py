@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.service.conftest import TEST_LIMITS, Reference
-from tests.service.server import Server
+from tests.service.server import Server, serve_env
 from tests.service.test_http import (
     assert_each_got_its_own,
     history,
@@ -28,9 +28,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def unbatched(tiny_artifact: Path, bentoml_home: Path) -> Iterator[Server]:
     env = {
-        "FORECASTER_MODEL": str(tiny_artifact),
-        "BENTOML_HOME": str(bentoml_home),
-        "FORECASTER_BATCHING": "false",
+        **serve_env(tiny_artifact, bentoml_home, batching="false"),
         **TEST_LIMITS,
     }
     with Server(env) as running:
