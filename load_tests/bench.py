@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
@@ -116,8 +116,12 @@ class Probe:
     """Reads a server's CPU time, its series-per-model-call counters and the load
     generator's own CPU time (this process: is the client the bottleneck?) at window edges."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, idle: Sequence[Server] = ()) -> None:
         self.server = server
+        self.idle = list(idle)  # the other contenders, up and idle on the same core
+
+    def idle_cpu(self) -> float:
+        return sum(other.cpu_seconds() for other in self.idle)
 
     async def counters(self) -> tuple[float, float]:
         if self.server.name == "torchserve":
@@ -129,18 +133,21 @@ class Probe:
             resp = await client.get(self.server.metrics_url, timeout=10.0)
         return call_series(resp.text)
 
-    async def start(self) -> tuple[float, tuple[float, float], float]:
+    async def start(self) -> tuple[float, tuple[float, float], float, float]:
         counters = await self.counters()  # before the CPU reading: /metrics costs CPU too
-        return self.server.cpu_seconds(), counters, time.process_time()
+        return self.server.cpu_seconds(), counters, time.process_time(), self.idle_cpu()
 
-    async def end(self) -> tuple[float, tuple[float, float], float]:
-        cpu, client = self.server.cpu_seconds(), time.process_time()
-        return cpu, await self.counters(), client
+    async def end(self) -> tuple[float, tuple[float, float], float, float]:
+        cpu, client, idle = self.server.cpu_seconds(), time.process_time(), self.idle_cpu()
+        return cpu, await self.counters(), client, idle
 
 
 def summarise(result: LoadResult) -> dict[str, Any]:
     """One repetition's figures, server CPU and series per call included."""
-    (cpu0, (s0, c0), client0), (cpu1, (s1, c1), client1) = result.before, result.after
+    (cpu0, (s0, c0), client0, idle0), (cpu1, (s1, c1), client1, idle1) = (
+        result.before,
+        result.after,
+    )
     served = result.ok * result.series_per_request
     return {
         "users": result.users,
@@ -154,6 +161,7 @@ def summarise(result: LoadResult) -> dict[str, Any]:
         "warmup_errors": result.warmup_errors,
         "server_cpu_s": cpu1 - cpu0,
         "client_cpu_s": client1 - client0,
+        "idle_contenders_cpu_s": idle1 - idle0,
         "client_cpu_ms_per_request": (
             1000.0 * (client1 - client0) / (result.ok + result.errors)
             if result.ok + result.errors
@@ -165,68 +173,106 @@ def summarise(result: LoadResult) -> dict[str, Any]:
     }
 
 
-def measure_point(
+def measure_window(
     server: Server,
     payloads: list[Payload],
     users: int,
     horizon: int,
     args: argparse.Namespace,
     warmup_s: float,
+    idle: Sequence[Server] = (),
 ) -> dict[str, Any]:
-    """Median over `args.reps` windows of `users` closed-loop clients against `server`."""
-    probe = Probe(server)
-    url = server.base_url + server.predict_path
-    reps = []
-    for rep in range(args.reps):
-        result = run_closed_loop(
-            url,
-            payloads,
-            users,
-            horizon,
-            warmup_s if rep == 0 else min(1.0, warmup_s),
-            args.duration,
-            on_start=probe.start,
-            on_end=probe.end,
-        )
-        reps.append(summarise(result))
+    """One window of `users` closed-loop clients against `server`, after `warmup_s`."""
+    probe = Probe(server, idle)
+    result = run_closed_loop(
+        server.base_url + server.predict_path,
+        payloads,
+        users,
+        horizon,
+        warmup_s,
+        args.duration,
+        on_start=probe.start,
+        on_end=probe.end,
+    )
+    return summarise(result)
+
+
+def median_of(reps: list[dict[str, Any]]) -> dict[str, Any]:
     point = report.median_point(reps)
     point["error_samples"] = [s for r in reps for s in r["error_samples"]][:5]
     point["rep_requests_per_s"] = [r["requests_per_s"] for r in reps]
     return point
 
 
-def run_contender(
-    name: str,
-    start: Callable[[], AbstractContextManager[Server]],
+def run_contenders(
+    starters: dict[str, Callable[[], AbstractContextManager[Server]]],
     single: list[Payload],
     bulk: list[Payload],
     horizon: int,
     args: argparse.Namespace,
-) -> dict[str, Any]:
-    """Start one server, warm it, measure every single-series and the bulk point, stop it."""
-    print(f"[bench] {name}: starting", flush=True)
-    started = time.monotonic()
-    try:
-        with start() as server:
+) -> dict[str, dict[str, Any]]:
+    """Every contender up at once, on the same core, measured in interleaved windows.
+
+    For each point, repetition k of every contender runs before repetition k+1 of any:
+    the host's slow spells (they last minutes here) then land on all contenders alike,
+    and the ratios between them compare like with like. A contender waiting for its
+    turn is idle; its CPU during the others' windows is recorded (`idle_contenders_cpu_s`).
+    Each window has its own warm-up, since its server sat idle before it.
+    """
+    results: dict[str, dict[str, Any]] = {}
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, Server] = {}
+        for name, start in starters.items():
+            print(f"[bench] {name}: starting", flush=True)
+            started = time.monotonic()
+            try:
+                servers[name] = stack.enter_context(start())
+            except Exception as exc:  # a contender that cannot run is reported, the rest go on
+                results[name] = _failed(name, exc)
+                continue
             print(f"[bench] {name}: ready in {time.monotonic() - started:.1f} s", flush=True)
+        for name, server in list(servers.items()):
             # Warm-up at moderate concurrency: compiles the model's paths, fills pools,
-            # lets TorchServe's JIT and BentoML's latency model settle.
-            measure_point(server, single, 8, horizon, _one_rep(args), args.warmup)
-            points = []
-            for users in args.users:
-                point = measure_point(server, single, users, horizon, args, args.warmup)
-                print(f"[bench] {name}: {_line(point)}", flush=True)
-                points.append(point)
-            bulk_point = measure_point(server, bulk, args.bulk_users, horizon, args, args.warmup)
-            print(f"[bench] {name}: bulk {_line(bulk_point)}", flush=True)
-            return {"single": points, "bulk": bulk_point, "error": None}
-    except Exception as exc:  # a contender that cannot run is reported, the others go on
-        print(f"[bench] {name}: FAILED: {exc}", file=sys.stderr, flush=True)
-        return {"single": [], "bulk": None, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+            # lets TorchServe's JIT settle.
+            try:
+                measure_window(server, single, 8, horizon, _short(args), args.warmup)
+            except Exception as exc:
+                results[name] = _failed(name, exc)
+                del servers[name]
+        points: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+        loads = [(users, single) for users in args.users] + [(args.bulk_users, bulk)]
+        for users, payloads in loads:
+            reps: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+            for _ in range(args.reps):
+                for name, server in list(servers.items()):
+                    idle = [other for other in servers.values() if other is not server]
+                    try:
+                        window = measure_window(
+                            server, payloads, users, horizon, args, args.warmup, idle
+                        )
+                    except Exception as exc:
+                        results[name] = _failed(name, exc)
+                        del servers[name]
+                        continue
+                    reps[name].append(window)
+            for name in servers:
+                point = median_of(reps[name])
+                kind = "bulk " if payloads is bulk else ""
+                print(f"[bench] {name}: {kind}{_line(point)}", flush=True)
+                points[name].append(point)
+        for name in servers:
+            *single_points, bulk_point = points[name]
+            results[name] = {"single": single_points, "bulk": bulk_point, "error": None}
+    return {name: results[name] for name in starters if name in results}
 
 
-def _one_rep(args: argparse.Namespace) -> argparse.Namespace:
-    return argparse.Namespace(**{**vars(args), "reps": 1, "duration": min(2.0, args.duration)})
+def _failed(name: str, exc: Exception) -> dict[str, Any]:
+    print(f"[bench] {name}: FAILED: {exc}", file=sys.stderr, flush=True)
+    return {"single": [], "bulk": None, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+
+
+def _short(args: argparse.Namespace) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), "duration": min(2.0, args.duration)})
 
 
 def _line(p: dict[str, Any]) -> str:
@@ -376,10 +422,8 @@ def main(argv: list[str] | None = None) -> int:
                 model_dir, log_dir, args.ts_batch_size, args.ts_delay_ms, core=args.server_core
             ),
         }
-        result["contenders"] = {}
-        for name, start in starters.items():
-            if name in args.contenders:
-                result["contenders"][name] = run_contender(name, start, single, bulk, horizon, args)
+        chosen = {name: start for name, start in starters.items() if name in args.contenders}
+        result["contenders"] = run_contenders(chosen, single, bulk, horizon, args)
         if "limit" in args.contenders:
             # The same model call again at the end: host noise that slowed the machine
             # during the run shows up as a drift between the two.
