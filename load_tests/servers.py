@@ -153,6 +153,9 @@ def bentoml_server(
     )
     full_env = {
         "FORECASTER_MODEL": str(model_dir),
+        # Its own home: BentoML clears its prometheus multiprocess directory at start-up,
+        # which would wipe the metrics of another service already up beside it.
+        "BENTOML_HOME": str(log_dir / f"bentoml-home-{name}"),
         "BENTOML_DO_NOT_TRACK": "True",
         "PYTHONUNBUFFERED": "1",
         **(env or {}),
