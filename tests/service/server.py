@@ -26,9 +26,15 @@ def free_port() -> int:
 
 
 def serve_env(model: Path, bentoml_home: Path, **settings: str) -> dict[str, str]:
-    """A test server's environment: its model, a private BentoML home, and settings by
-    name (`max_batch_size="16"` is `FORECASTER_MAX_BATCH_SIZE=16`)."""
-    env = {"FORECASTER_MODEL": str(model), "BENTOML_HOME": str(bentoml_home)}
+    """A test server's environment: its model, a BentoML home of its own under
+    `bentoml_home`, and settings by name (`max_batch_size="16"` is
+    `FORECASTER_MAX_BATCH_SIZE=16`).
+
+    Its own home because `bentoml serve` clears `$BENTOML_HOME/prometheus_multiproc_dir`
+    at start-up: a server sharing a home with one already up would wipe its metrics.
+    """
+    home = tempfile.mkdtemp(prefix="home-", dir=bentoml_home)
+    env = {"FORECASTER_MODEL": str(model), "BENTOML_HOME": home}
     env.update({f"FORECASTER_{name.upper()}": value for name, value in settings.items()})
     return env
 
