@@ -353,8 +353,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="extra environment for ours and nobatch (repeatable), to try a setting",
     )
+    parser.add_argument(
+        "--variant-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=(
+            "run one more contender, ours with this environment (repeatable), in turns "
+            "with the others: an A/B of a setting under the same host noise"
+        ),
+    )
     args = parser.parse_args(argv)
     args.service_env = dict(item.split("=", 1) for item in args.service_env)
+    args.variant_env = dict(item.split("=", 1) for item in args.variant_env)
     args.users = [int(u) for u in args.users.split(",")]
     args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
     return args
@@ -396,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
                 "(load_tests/loadgen.py)"
             ),
             "service_env": args.service_env,
+            "variant_env": args.variant_env,
             "nobatch_env": nobatch,
             "torchserve": {
                 "batch_size": args.ts_batch_size,
@@ -421,7 +433,16 @@ def main(argv: list[str] | None = None) -> int:
             "torchserve": lambda: torchserve_server(
                 model_dir, log_dir, args.ts_batch_size, args.ts_delay_ms, core=args.server_core
             ),
+            "variant": lambda: bentoml_server(
+                model_dir,
+                log_dir,
+                env={**args.service_env, **args.variant_env},
+                core=args.server_core,
+                name="variant",
+            ),
         }
+        if args.variant_env:
+            args.contenders.append("variant")
         chosen = {name: start for name, start in starters.items() if name in args.contenders}
         result["contenders"] = run_contenders(chosen, single, bulk, horizon, args)
         if "limit" in args.contenders:

@@ -70,9 +70,11 @@ class Settings(BaseSettings):
         ),
     )
     max_padded_cost: int = Field(
-        default=4096,
+        default=8192,
         ge=1,
         description=(
+            # 64 rows of 126 points: one pass for a full dispatch of M3 monthly
+            # histories (docs/SERVING.md, "Batching settings").
             "Budget of one forward pass: rows * longest (possibly truncated) history. "
             "A dispatch over budget is split into several passes."
         ),

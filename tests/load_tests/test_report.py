@@ -123,6 +123,16 @@ def test_markdown_shows_the_load_generator_cost_and_the_machine_drift() -> None:
     assert "ran at 3000 series/s before the contenders and 2400 after (0.80×)" in text
 
 
+def test_a_variant_gets_its_own_rows_and_its_environment_is_named() -> None:
+    data = result(130.0, 100.0, 99.0, 500.0)
+    data["contenders"]["variant"] = {**data["contenders"]["ours"]}
+    data["config"]["variant_env"] = {"FORECASTER_MAX_PADDED_COST": "8192"}
+    text = markdown(data)
+    assert "| ours, variant (`--variant-env`) | 32 | 130.0 |" in text
+    assert "Variant: `FORECASTER_MAX_PADDED_COST=8192`." in text
+    assert [f["floor"] for f in floors(data)] == [f["floor"] for f in floors(result(1, 1, 1, 1))]
+
+
 def test_block_replaced_between_markers_and_the_rest_kept() -> None:
     doc = f"# B\n\nintro\n\n{BEGIN}\nold\n{END}\n\nafter\n"
     expected = f"# B\n\nintro\n\n{BEGIN}\nnew\n{END}\n\nafter\n"
