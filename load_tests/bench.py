@@ -419,27 +419,19 @@ def main(argv: list[str] | None = None) -> int:
         if "limit" in args.contenders:
             print("[bench] limit: in-process model", flush=True)
             result["limit"] = run_limit(model_dir, sizes, args)
+
+        def ours(name: str, extra_env: dict[str, str]) -> Callable[[], Any]:
+            """The service as shipped, plus `--service-env`, plus this contender's own."""
+            env = {**args.service_env, **extra_env}
+            return lambda: bentoml_server(model_dir, log_dir, env, args.server_core, name)
+
         starters: dict[str, Callable[[], AbstractContextManager[Server]]] = {
-            "ours": lambda: bentoml_server(
-                model_dir, log_dir, env=args.service_env, core=args.server_core
-            ),
-            "nobatch": lambda: bentoml_server(
-                model_dir,
-                log_dir,
-                env={**args.service_env, **nobatch},
-                core=args.server_core,
-                name="nobatch",
-            ),
+            "ours": ours("ours", {}),
+            "nobatch": ours("nobatch", nobatch),
             "torchserve": lambda: torchserve_server(
                 model_dir, log_dir, args.ts_batch_size, args.ts_delay_ms, core=args.server_core
             ),
-            "variant": lambda: bentoml_server(
-                model_dir,
-                log_dir,
-                env={**args.service_env, **args.variant_env},
-                core=args.server_core,
-                name="variant",
-            ),
+            "variant": ours("variant", args.variant_env),
         }
         if args.variant_env:
             args.contenders.append("variant")

@@ -101,7 +101,6 @@ class Connection(asyncio.Protocol):
             self.fail(ValueError(f"unparsable answer: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.reusable = False
         self.fail(ConnectionError(f"connection closed by the server: {exc}"))
 
     def fail(self, exc: Exception) -> None:
