@@ -24,11 +24,10 @@ from typing import Any
 
 import uvloop
 
-from load_tests.bench import machine
+from load_tests.bench import RESULTS, machine
 from service.guard import ASGIApp, RequestGuard
 from service.service import GUARD_OPTIONS, Forecaster
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SCOPE: dict[str, Any] = {
     "type": "http",
     "asgi": {"version": "3.0"},
