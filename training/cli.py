@@ -1,13 +1,16 @@
-"""`python -m training fit|evaluate`: train, evaluate and export forecasters."""
+"""`python -m training fit|evaluate|backtest`: train, evaluate and export forecasters."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from training import distributed
@@ -19,17 +22,26 @@ from training.export import (
     export_model,
     load_exported,
 )
-from training.model import ModelConfig
+from training.model import COMBINE_RULES, EnsembleConfig, EnsembleForecaster, ModelConfig
+from training.peers import run_peers
 from training.report import (
+    backtest_summary,
     evaluate,
+    format_backtest,
     format_table,
     plot_learning_curve,
     plot_samples,
     write_eval_json,
 )
-from training.train import TrainConfig, fit, forecast
+from training.splits import origin_split, validation_split
+from training.train import LOSS_SCALES, TrainConfig, fit, forecast
 
 DEFAULT_OUT = Path("models")
+# Defaults chosen on the M3 validation splits (docs/EXPERIMENTS.md).
+DEFAULT_MEMBERS = 4
+DEFAULT_HIDDEN = 32
+DEFAULT_LAYERS = 2
+DEFAULT_LOSS_SCALES = ("level",)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +59,12 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def default_lookback(horizon: int, season_length: int, longest: int) -> int:
+    """The history a member reads when none is given: enough seasons and horizons to see
+    the pattern, bounded so that training cost does not grow with the longest series."""
+    return min(longest, max(3 * horizon, 4 * season_length, 24))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -54,16 +72,40 @@ def build_parser() -> argparse.ArgumentParser:
     fit_parser = commands.add_parser(
         "fit",
         help="train, evaluate on the test split, export to models/<name>/",
-        description="Train a stacked LSTM, evaluate it against baselines, export TorchScript.",
+        description=(
+            "Train an ensemble of stacked LSTMs, report it beside AutoETS, AutoTheta and the "
+            "baselines on the validation split (each series' last horizon training points) "
+            "and the test split, export TorchScript."
+        ),
     )
     add_data_arguments(fit_parser)
     fit_parser.add_argument("--name", help="model name (default: the dataset or CSV file stem)")
     fit_parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="models folder")
     fit_parser.add_argument(
-        "--max-history", type=int, help="longest history used (default: longest training part)"
+        "--max-history",
+        type=int,
+        help="longest history the service accepts (default: longest training part)",
     )
-    fit_parser.add_argument("--layers", type=int, default=ModelConfig.layers)
-    fit_parser.add_argument("--hidden", type=int, default=ModelConfig.hidden)
+    fit_parser.add_argument("--members", type=int, default=DEFAULT_MEMBERS, help="ensemble size")
+    fit_parser.add_argument(
+        "--lookbacks",
+        type=int,
+        nargs="+",
+        help="points each member reads, cycled over members; 0 = all "
+        "(default: one, max(3 * horizon, 4 * season length, 24))",
+    )
+    fit_parser.add_argument(
+        "--loss-scales",
+        nargs="+",
+        choices=LOSS_SCALES,
+        default=list(DEFAULT_LOSS_SCALES),
+        help="each member's loss divisor, cycled over members",
+    )
+    fit_parser.add_argument(
+        "--combine", choices=COMBINE_RULES, default="median", help="how members' quantiles meet"
+    )
+    fit_parser.add_argument("--layers", type=int, default=DEFAULT_LAYERS)
+    fit_parser.add_argument("--hidden", type=int, default=DEFAULT_HIDDEN)
     fit_parser.add_argument("--dropout", type=float, default=ModelConfig.dropout)
     fit_parser.add_argument("--bidirectional", action="store_true", help="read histories both ways")
     fit_parser.add_argument(
@@ -85,8 +127,23 @@ def build_parser() -> argparse.ArgumentParser:
     fit_parser.add_argument(
         "--patience", type=int, default=TrainConfig.patience, help="early-stopping epochs"
     )
-    fit_parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    fit_parser.add_argument(
+        "--recency",
+        type=float,
+        default=TrainConfig.recency,
+        help="origin weight per step back from a series' end; 1 = uniform",
+    )
+    fit_parser.add_argument("--seed", type=int, default=TrainConfig.seed, help="member i: seed+i")
     fit_parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    fit_parser.add_argument(
+        "--validate-only",
+        action="store_true",
+        help="score the validation split only (for choosing settings); the test split is "
+        "not looked at and the model is written without a test evaluation",
+    )
+    fit_parser.add_argument(
+        "--no-peers", action="store_true", help="skip AutoETS and AutoTheta in the reports"
+    )
     fit_parser.add_argument(
         "--no-register", action="store_true", help="skip the BentoML model store"
     )
@@ -95,12 +152,30 @@ def build_parser() -> argparse.ArgumentParser:
     eval_parser = commands.add_parser(
         "evaluate",
         help="evaluate an exported model on a test split",
-        description="Evaluate an exported model (model.ts + metadata.json) against baselines.",
+        description="Evaluate an exported model beside AutoETS, AutoTheta and the baselines.",
     )
     eval_parser.add_argument("--model", type=Path, required=True, help="models/<name> folder")
     add_data_arguments(eval_parser)
     eval_parser.add_argument(
         "--out", type=Path, help="where eval.json and PNGs go (default: the model folder)"
+    )
+    eval_parser.add_argument("--no-peers", action="store_true", help="skip AutoETS and AutoTheta")
+
+    backtest_parser = commands.add_parser(
+        "backtest",
+        help="rolling-origin evaluation over the last K forecast origins",
+        description=(
+            "Score an exported model and its peers at each of the last K forecast origins: "
+            "window k ends k horizons before the official test split (k = 0 is that split). "
+            "Each forecaster sees only the history before its window's targets."
+        ),
+    )
+    backtest_parser.add_argument("--model", type=Path, required=True, help="models/<name> folder")
+    add_data_arguments(backtest_parser)
+    backtest_parser.add_argument("--windows", type=int, default=3, help="forecast origins K")
+    backtest_parser.add_argument("--out", type=Path, help="JSON file (default: print only)")
+    backtest_parser.add_argument(
+        "--no-peers", action="store_true", help="skip AutoETS and AutoTheta"
     )
     return parser
 
@@ -124,69 +199,151 @@ def load_series(
     return load_csv(args.csv, args.horizon, args.season_length, min_train), min_history
 
 
-def report(series: SeriesSet, forecasts: Any, quantiles: list[float], out: Path) -> dict[str, Any]:
-    result = evaluate(series, forecasts, quantiles)
-    print(format_table(result))
-    out.mkdir(parents=True, exist_ok=True)
-    write_eval_json(result, out / "eval.json")
-    plot_samples(series, forecasts, quantiles, out / "forecasts.png")
-    return result
+def scored(
+    series: SeriesSet,
+    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    max_history: int,
+    quantiles: list[float],
+    peers: bool,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The model's forecasts of `series` and their evaluation beside peers and baselines."""
+    started = time.process_time()
+    forecasts = forecast(model, series.train, max_history)  # (N, H, Q)
+    cpu_ms = 1000.0 * (time.process_time() - started) / len(series)
+    peer_forecasts = run_peers(series) if peers else []
+    return evaluate(series, forecasts, quantiles, peer_forecasts, cpu_ms), forecasts
+
+
+def write_report(
+    series: SeriesSet,
+    result: dict[str, Any],
+    forecasts: np.ndarray,
+    quantiles: list[float],
+    folder: Path,
+) -> None:
+    """eval.json and the forecasts plot of one evaluation, into folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_eval_json(result, folder / "eval.json")
+    plot_samples(series, forecasts, quantiles, folder / "forecasts.png")
+
+
+def member_configs(args: argparse.Namespace, series: SeriesSet, longest: int) -> list[ModelConfig]:
+    lookbacks = args.lookbacks or [default_lookback(series.horizon, series.season_length, longest)]
+    return [
+        ModelConfig(
+            horizon=series.horizon,
+            quantiles=tuple(args.quantiles),
+            hidden=args.hidden,
+            layers=args.layers,
+            dropout=args.dropout,
+            bidirectional=args.bidirectional,
+            learned_init=args.learned_init,
+            lookback=lookbacks[i % len(lookbacks)],
+        )
+        for i in range(args.members)
+    ]
 
 
 def run_fit(args: argparse.Namespace) -> None:
     series, min_history = load_series(args, args.min_history, validation=True)
-    max_history = args.max_history or max(len(s) for s in series.train)
-    model_config = ModelConfig(
-        horizon=series.horizon,
-        quantiles=tuple(args.quantiles),
-        hidden=args.hidden,
-        layers=args.layers,
-        dropout=args.dropout,
-        bidirectional=args.bidirectional,
-        learned_init=args.learned_init,
-        scale_window=max(series.season_length, 4),
-    )
-    train_config = TrainConfig(
-        epochs=args.epochs,
-        steps_per_epoch=args.steps_per_epoch,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        clip=args.clip,
-        patience=args.patience,
-        seed=args.seed,
-        device=args.device,
-        min_history=min_history,
-        max_history=max_history,
-    )
+    longest = max(len(s) for s in series.train)
+    max_history = args.max_history or longest
+    configs = member_configs(args, series, longest)
     name = args.name or series.name
     out = args.out / name
     rank = distributed.current()
     if rank.is_main:
         print(
             f"{series.name}: {len(series.ids)} series, horizon {series.horizon}, "
-            f"history {min_history}..{max_history}, {rank.world} process(es), "
-            f"{torch.get_num_threads()} threads each"
+            f"history {min_history}..{max_history}, {len(configs)} member(s) reading "
+            f"{sorted({c.lookback or longest for c in configs})} points, {rank.world} "
+            f"process(es), {torch.get_num_threads()} threads each"
         )
-    result = fit(series.train, model_config, train_config, progress=not args.quiet)
+    members, runs = [], []
+    for i, config in enumerate(configs):
+        train_config = TrainConfig(
+            epochs=args.epochs,
+            steps_per_epoch=args.steps_per_epoch,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            clip=args.clip,
+            patience=args.patience,
+            seed=args.seed + i,
+            device=args.device,
+            min_history=min_history,
+            max_history=config.lookback or longest,
+            loss_scale=args.loss_scales[i % len(args.loss_scales)],
+            season_length=series.season_length,
+            recency=args.recency,
+        )
+        result = fit(
+            series.train,
+            config,
+            train_config,
+            progress=not args.quiet,
+            desc=f"member {i + 1}/{len(configs)}",
+        )
+        members.append(result.model)
+        runs.append((train_config, result))
+        if rank.is_main:
+            print(
+                f"member {i + 1}: trained on {result.device} in {result.seconds:.0f} s; best "
+                f"epoch {result.best_epoch} (validation loss {result.best_val_loss:.4f})"
+            )
     if not rank.is_main:
         return  # every rank holds the same weights; rank 0 alone evaluates and writes
-    print(
-        f"trained on {result.device} in {result.seconds:.0f} s; "
-        f"best epoch {result.best_epoch} (validation loss {result.best_val_loss:.4f})"
-    )
-    forecasts = forecast(result.model, series.train, max_history)  # (N, H, Q)
-    evaluation = report(series, forecasts, list(model_config.quantiles), out)
-    plot_learning_curve(result.history, out / "learning_curve.png")
+    ensemble_config = EnsembleConfig(members=configs, combine=args.combine)
+    ensemble = EnsembleForecaster(members, args.combine).eval()
+    quantiles = list(ensemble_config.quantiles)
+
+    validation = validation_split(series, min_history)
+    val_result, _ = scored(validation, ensemble, max_history, quantiles, not args.no_peers)
+    print("validation split (each series' last horizon training points):")
+    print(format_table(val_result))
+    val_result["members"] = [
+        scored(validation, member, max_history, quantiles, peers=False)[0] for member in members
+    ]
+    for i, member_result in enumerate(val_result["members"]):
+        print(
+            f"  member {i + 1} alone: sMAPE {member_result['smape']:.2f}, MASE "
+            f"{member_result['mase']:.3f}, 80% coverage {100 * member_result['coverage_80']:.1f}"
+        )
+    if args.validate_only:
+        evaluation: dict[str, Any] = {"test_split": "not scored (--validate-only)"}
+        test_forecasts = None
+    else:
+        evaluation, test_forecasts = scored(
+            series, ensemble, max_history, quantiles, not args.no_peers
+        )
+        print("test split:")
+        print(format_table(evaluation))
+
+    def write_reports(folder: Path) -> None:
+        write_eval_json(val_result, folder / "validation.json")
+        plot_learning_curve(runs[0][1].history, folder / "learning_curve.png")
+        if test_forecasts is not None:
+            write_report(series, evaluation, test_forecasts, quantiles, folder)
+
     training = {
         "dataset": series.name,
         "n_series": len(series.ids),
-        **train_config.to_dict(),
-        "device_used": result.device,
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history),
-        "best_val_loss": result.best_val_loss,
-        "train_seconds": round(result.seconds, 1),
+        "members": [
+            {
+                **train_config.to_dict(),
+                "device_used": result.device,
+                "best_epoch": result.best_epoch,
+                "epochs_run": len(result.history),
+                "best_val_loss": result.best_val_loss,
+                "train_seconds": round(result.seconds, 1),
+            }
+            for train_config, result in runs
+        ],
+        "train_seconds": round(sum(result.seconds for _, result in runs), 1),
+        "threads": torch.get_num_threads(),
+        "validation": {
+            key: val_result[key] for key in ("smape", "mase", "coverage_80", "peers", "baselines")
+        },
     }
     facts = ModelFacts(
         name=name,
@@ -197,11 +354,19 @@ def run_fit(args: argparse.Namespace) -> None:
         training=training,
         evaluation=evaluation,
     )
-    metadata = export_model(result.model, model_config, out, facts, register=not args.no_register)
+    metadata = export_model(
+        ensemble,
+        ensemble_config,
+        out,
+        facts,
+        register=not args.no_register,
+        write_reports=write_reports,
+    )
     print(f"exported {out / 'model.ts'} version {metadata['version']}")
 
 
-def run_evaluate(args: argparse.Namespace) -> None:
+def exported_series(args: argparse.Namespace) -> tuple[Any, dict[str, Any], SeriesSet]:
+    """The exported model, its metadata and the data set it is to be scored on."""
     scripted, metadata = load_exported(args.model)
     args.horizon = args.horizon or metadata["horizon"]
     args.season_length = args.season_length or metadata["season_length"]
@@ -211,17 +376,42 @@ def run_evaluate(args: argparse.Namespace) -> None:
             f"{args.model / METADATA_FILE}: model horizon {metadata['horizon']} "
             f"differs from the data's {series.horizon}"
         )
-    forecasts = forecast(scripted, series.train, metadata["max_history"])  # (N, H, Q)
-    report(series, forecasts, metadata["quantiles"], args.out or args.model)
+    return scripted, metadata, series
+
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    scripted, metadata, series = exported_series(args)
+    quantiles = metadata["quantiles"]
+    result, forecasts = scored(
+        series, scripted, metadata["max_history"], quantiles, not args.no_peers
+    )
+    print(format_table(result))
+    write_report(series, result, forecasts, quantiles, args.out or args.model)
+
+
+def run_backtest(args: argparse.Namespace) -> None:
+    if args.windows < 1:
+        raise ValueError(f"--windows must be >= 1, got {args.windows}")
+    scripted, metadata, series = exported_series(args)
+    windows = []
+    for k in range(args.windows):
+        window = origin_split(series, k, metadata["min_history"])
+        result, _ = scored(
+            window, scripted, metadata["max_history"], metadata["quantiles"], not args.no_peers
+        )
+        print(f"window {k} (origin {k} horizon(s) before the test split):")
+        print(format_table(result))
+        windows.append({"window": k, **result})
+    summary = backtest_summary(windows)
+    print(format_backtest(summary))
+    if args.out:
+        write_eval_json({"model": metadata["name"], "windows": windows, "mean": summary}, args.out)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "fit":
-            run_fit(args)
-        else:
-            run_evaluate(args)
+        {"fit": run_fit, "evaluate": run_evaluate, "backtest": run_backtest}[args.command](args)
     except (DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -48,6 +48,15 @@ def start(rank: Rank, device: torch.device) -> None:
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
 
+def agree(rank: Rank, decision: bool, device: torch.device) -> bool:
+    """Rank 0's decision, broadcast to every rank, so that no rank can decide differently."""
+    if not rank.distributed:
+        return decision
+    flag = torch.tensor([1 if decision else 0], device=device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
 def stop() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

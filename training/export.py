@@ -1,23 +1,29 @@
 """Export: script the model, prove it exact, write `models/<name>/` and register it with BentoML.
 
-The checks run before anything is written, so a model that is not exact for
-every mix of history lengths never reaches `models/`. See docs/ARTIFACT.md.
+The whole artifact (model.ts, metadata.json, reports) is built in a hidden folder beside
+`models/<name>/`; the checks run on the saved file as `torch.jit.load` reads it back,
+and only then is the folder swapped in. A failed or interrupted export leaves the
+previous model whole. See docs/ARTIFACT.md.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from training.model import ModelConfig, StackedLSTMForecaster
+from training.model import EnsembleConfig, ModelConfig
 
 SCHEMA_VERSION = 1
 MODEL_FILE = "model.ts"
@@ -61,7 +67,7 @@ def random_batch(
 
 
 def check_exact(
-    eager: StackedLSTMForecaster,
+    eager: nn.Module,
     scripted: torch.jit.ScriptModule,
     min_length: int,
     max_length: int,
@@ -128,7 +134,10 @@ class ModelFacts:
 
 
 def build_metadata(
-    facts: ModelFacts, model_config: ModelConfig, model_sha256: str, created: datetime
+    facts: ModelFacts,
+    model_config: ModelConfig | EnsembleConfig,
+    model_sha256: str,
+    created: datetime,
 ) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
@@ -153,32 +162,53 @@ def build_metadata(
 
 
 def export_model(
-    model: StackedLSTMForecaster,
-    model_config: ModelConfig,
+    model: nn.Module,
+    model_config: ModelConfig | EnsembleConfig,
     out_dir: Path,
     facts: ModelFacts,
     register: bool = True,
+    write_reports: Callable[[Path], None] | None = None,
 ) -> dict[str, Any]:
-    """Script, check, and write model.ts + metadata.json to out_dir; register with BentoML.
+    """Script, save, check and publish model.ts + metadata.json (+ reports) as out_dir.
 
-    Returns the metadata written. Nothing is written if a check fails.
+    `write_reports(folder)` adds report files (eval.json, plots) to the folder being
+    built. Returns the metadata written. If a check or anything else fails, out_dir is
+    left as it was.
     """
     model = model.cpu().eval()
-    scripted = torch.jit.script(model)
-    checks = check_exact(model, scripted, facts.min_history, facts.max_history)
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model_path = out_dir / MODEL_FILE
-    scripted.save(str(model_path))
-    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
-    evaluation = {**facts.evaluation, "export_checks": checks}
-    metadata = build_metadata(
-        replace(facts, evaluation=evaluation), model_config, digest, datetime.now(UTC)
-    )
-    (out_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a model folder is readable by all
+    try:
+        model_path = staging / MODEL_FILE
+        torch.jit.script(model).save(str(model_path))
+        # The file itself is checked, as the service will load it, not the object in memory.
+        saved = torch.jit.load(str(model_path), map_location="cpu")
+        checks = check_exact(model, saved, facts.min_history, facts.max_history)
+        digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+        evaluation = {**facts.evaluation, "export_checks": checks}
+        metadata = build_metadata(
+            replace(facts, evaluation=evaluation), model_config, digest, datetime.now(UTC)
+        )
+        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+        if write_reports is not None:
+            write_reports(staging)
+        publish(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     if register:
         register_in_store(out_dir, metadata)
     return metadata
+
+
+def publish(staging: Path, out_dir: Path) -> None:
+    """Swap the finished folder in: the old one moves aside, the new one takes its name."""
+    retired = out_dir.with_name(f".{out_dir.name}.retired-{os.getpid()}")
+    if out_dir.exists():
+        os.rename(out_dir, retired)
+    os.rename(staging, out_dir)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def store_tag(metadata: dict[str, Any]) -> str:

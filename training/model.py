@@ -1,20 +1,34 @@
-"""The stacked LSTM forecaster: config, scaling, packing and quantile head in one module.
+"""The stacked LSTM forecaster: config, normalisation, packing and quantile head in one module.
 
 `StackedLSTMForecaster.forward(values, lengths)` is the whole contract with the
 service: it takes raw, right-padded histories and returns quantile forecasts in
-the original scale. Everything model-specific (scaling, packing, the encoder,
+the original scale. Everything model-specific (normalisation, packing, the encoder,
 non-crossing quantiles) happens inside, so the exported TorchScript file needs
-nothing else from this repository.
+nothing else from this repository. `EnsembleForecaster` combines several members
+behind the same `forward`, so an ensemble is exported and served like one model.
+
+Normalisation is by a location (the last observed value) and a positive scale (the
+standard deviation of the observed points), both taken from observed points only, and
+undone on the output. The forecast of `a * x + b` (a > 0) is therefore
+`a * forecast(x) + b`: negative, zero-crossing, tiny and huge series are all seen by
+the network as the same shapes.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
+
+# A spread below this fraction of the level is rounding noise of a constant series: the
+# scale is floored there, so a constant history is forecast as that constant.
+RELATIVE_SCALE_FLOOR = 1e-6
+# The floor for an all-zero history, far below any float32 series yet a normal number.
+ABSOLUTE_SCALE_FLOOR = 1e-30
+COMBINE_RULES = ("median", "mean")
 
 
 @dataclass
@@ -28,8 +42,8 @@ class ModelConfig:
     dropout: float = 0.1
     bidirectional: bool = False
     learned_init: bool = False
-    # Mean |value| over the last `scale_window` observed points is the series scale.
-    scale_window: int = 12
+    # The member reads only each history's last `lookback` points (0: all of it).
+    lookback: int = 0
 
     def __post_init__(self) -> None:
         self.quantiles = tuple(float(q) for q in self.quantiles)
@@ -47,6 +61,8 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.lookback < 0:
+            raise ValueError(f"lookback must be >= 0 (0: the whole history), got {self.lookback}")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -59,7 +75,7 @@ class ModelConfig:
 
 
 class StackedLSTMForecaster(nn.Module):
-    """Multi-layer LSTM encoder over packed, per-series-scaled histories, quantile head."""
+    """Multi-layer LSTM encoder over packed, normalised histories, quantile head."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -68,9 +84,12 @@ class StackedLSTMForecaster(nn.Module):
         self.hidden = config.hidden
         self.layers = config.layers
         self.directions = 2 if config.bidirectional else 1
-        self.scale_window = config.scale_window
+        self.lookback = config.lookback
+        # Attributes, not globals: TorchScript compiles attributes into the module.
+        self.relative_floor = RELATIVE_SCALE_FLOOR
+        self.absolute_floor = ABSOLUTE_SCALE_FLOOR
         self.learned_init = config.learned_init
-        # Inputs per step: scaled value and its change since the previous step.
+        # Inputs per step: normalised value and its change since the previous step.
         self.lstm = nn.LSTM(
             input_size=2,
             hidden_size=config.hidden,
@@ -94,17 +113,41 @@ class StackedLSTMForecaster(nn.Module):
             nn.Linear(summary, config.horizon * self.n_quantiles),
         )
 
-    def series_scale(self, values: Tensor, lengths: Tensor) -> Tensor:
-        """Mean |value| over each series' last `scale_window` observed points; 1 where that is 0."""
+    def recent(self, values: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Each history's last `lookback` points, left-aligned: (B, W) values, (B,) lengths."""
+        if self.lookback <= 0 or values.shape[1] <= self.lookback:
+            return values, lengths
+        lengths = lengths.to(values.device)
+        kept = lengths.clamp(max=self.lookback)  # (B,)
+        steps = torch.arange(self.lookback, device=values.device)  # (W,)
+        index = (lengths - kept).unsqueeze(1) + steps.unsqueeze(0)  # (B, W), first kept point on
+        # Past a short series' end the index would leave the row: those cells are padding.
+        index = index.clamp(max=values.shape[1] - 1)  # (B, W)
+        return values.gather(1, index), kept  # (B, W), (B,)
+
+    def location_scale(self, values: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Last observed value and standard deviation of the observed points, each (B,).
+
+        Padding never enters either; the scale is floored (see RELATIVE_SCALE_FLOOR) so a
+        constant history divides by a tiny number instead of by zero.
+        """
+        lengths = lengths.to(values.device)
         steps = torch.arange(values.shape[1], device=values.device)  # (T,)
-        ends = lengths.to(values.device).unsqueeze(1)  # (B, 1)
-        recent = (steps.unsqueeze(0) < ends) & (
-            steps.unsqueeze(0) >= ends - self.scale_window
+        observed = steps.unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+        count = lengths.to(values.dtype)  # (B,)
+        masked = torch.where(observed, values, torch.zeros_like(values))  # (B, T)
+        mean = masked.sum(dim=1) / count  # (B,)
+        deviation = torch.where(
+            observed, values - mean.unsqueeze(1), torch.zeros_like(values)
         )  # (B, T)
-        count = recent.sum(dim=1).clamp(min=1).to(values.dtype)  # (B,)
-        scale = (values.abs() * recent.to(values.dtype)).sum(dim=1) / count  # (B,)
-        # All-zero (or all-tiny) recent history: leave values as they are rather than divide by 0.
-        return torch.where(scale > 1e-8, scale, torch.ones_like(scale))  # (B,)
+        # Divided by the largest deviation first, so squaring neither overflows (1e20)
+        # nor underflows (1e-25) in float32.
+        largest = deviation.abs().amax(dim=1).clamp(min=self.absolute_floor)  # (B,)
+        unit = deviation / largest.unsqueeze(1)  # (B, T), within [-1, 1]
+        spread = largest * torch.sqrt((unit * unit).sum(dim=1) / count)  # (B,)
+        last = values.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)  # (B,)
+        floor = (self.relative_floor * last.abs()).clamp(min=self.absolute_floor)  # (B,)
+        return last, torch.maximum(spread, floor)
 
     def encode(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         """Packed stacked LSTM over (B, T, 2) inputs -> the last layer's final state (B, H*dirs)."""
@@ -127,28 +170,97 @@ class StackedLSTMForecaster(nn.Module):
         Returns (B, horizon, Q), in the original scale, non-decreasing along Q.
         """
         batch = values.shape[0]
-        scale = self.series_scale(values, lengths)  # (B,)
-        steps = torch.arange(values.shape[1], device=values.device)  # (T,)
-        observed = (steps.unsqueeze(0) < lengths.to(values.device).unsqueeze(1)).to(
-            values.dtype
-        )  # (B, T)
-        # Padding is zeroed so that no garbage in the padded tail can leak through scaling.
-        scaled = values * observed / scale.unsqueeze(1)  # (B, T)
+        values, lengths = self.recent(values, lengths)  # (B, W), (B,)
+        location, scale = self.location_scale(values, lengths)  # (B,), (B,)
+        steps = torch.arange(values.shape[1], device=values.device)  # (W,)
+        observed = steps.unsqueeze(0) < lengths.to(values.device).unsqueeze(1)  # (B, W)
+        # Padding is zeroed so that no garbage in the padded tail can leak through.
+        normalised = torch.where(
+            observed,
+            (values - location.unsqueeze(1)) / scale.unsqueeze(1),
+            torch.zeros_like(values),
+        )  # (B, W)
         change = torch.cat(
-            [torch.zeros_like(scaled[:, :1]), scaled[:, 1:] - scaled[:, :-1]], dim=1
-        )  # (B, T)
-        inputs = torch.stack([scaled, change], dim=2)  # (B, T, 2)
+            [torch.zeros_like(normalised[:, :1]), normalised[:, 1:] - normalised[:, :-1]], dim=1
+        )  # (B, W)
+        inputs = torch.stack([normalised, change], dim=2)  # (B, W, 2)
         summary = self.encode(inputs, lengths)  # (B, H * directions)
 
         raw = self.head(summary).view(batch, self.horizon, self.n_quantiles)  # (B, horizon, Q)
         # Lowest quantile free, the rest as positive increments: quantiles cannot cross.
         increments = nn.functional.softplus(raw[:, :, 1:])  # (B, horizon, Q-1)
-        scaled_q = torch.cumsum(
+        normalised_q = torch.cumsum(
             torch.cat([raw[:, :, :1], increments], dim=2), dim=2
         )  # (B, horizon, Q)
-        last = scaled.gather(1, (lengths.to(values.device) - 1).unsqueeze(1))  # (B, 1)
-        # The head predicts offsets from the last observed (scaled) value.
-        return (scaled_q + last.unsqueeze(2)) * scale.view(batch, 1, 1)  # (B, horizon, Q)
+        # The head predicts offsets from the last observed value, in units of the scale.
+        return location.view(batch, 1, 1) + normalised_q * scale.view(batch, 1, 1)
+
+
+@dataclass
+class EnsembleConfig:
+    """The members' configs and how their quantiles are combined; rebuilds the ensemble."""
+
+    members: list[ModelConfig] = field(default_factory=lambda: [ModelConfig()])
+    combine: str = "median"
+
+    def __post_init__(self) -> None:
+        self.members = [
+            m if isinstance(m, ModelConfig) else ModelConfig.from_dict(m) for m in self.members
+        ]
+        if not self.members:
+            raise ValueError("an ensemble needs at least one member")
+        first = self.members[0]
+        for i, member in enumerate(self.members):
+            if (member.horizon, member.quantiles) != (first.horizon, first.quantiles):
+                raise ValueError(
+                    f"member {i} forecasts horizon {member.horizon} quantiles "
+                    f"{member.quantiles}, member 0 horizon {first.horizon} quantiles "
+                    f"{first.quantiles}: members must agree"
+                )
+        if self.combine not in COMBINE_RULES:
+            raise ValueError(
+                f"combine must be one of {', '.join(COMBINE_RULES)}, got {self.combine!r}"
+            )
+
+    @property
+    def horizon(self) -> int:
+        return self.members[0].horizon
+
+    @property
+    def quantiles(self) -> tuple[float, ...]:
+        return self.members[0].quantiles
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"members": [m.to_dict() for m in self.members], "combine": self.combine}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EnsembleConfig:
+        return cls(members=list(data["members"]), combine=data.get("combine", "median"))
+
+
+class EnsembleForecaster(nn.Module):
+    """Several forecasters behind one `forward`: each quantile is the members' median or mean.
+
+    Both rules are monotone in every member's output, so quantiles that do not cross in
+    any member do not cross in the ensemble, and equivariance to shift and positive
+    scale carries over from the members.
+    """
+
+    def __init__(self, members: list[StackedLSTMForecaster], combine: str = "median") -> None:
+        super().__init__()
+        if combine not in COMBINE_RULES:
+            raise ValueError(f"combine must be one of {', '.join(COMBINE_RULES)}, got {combine!r}")
+        self.members = nn.ModuleList(members)
+        self.use_median = combine == "median"
+
+    def forward(self, values: Tensor, lengths: Tensor) -> Tensor:
+        """values: (B, T), lengths: (B,) -> (B, horizon, Q), as each member."""
+        forecasts = [member(values, lengths) for member in self.members]  # K x (B, horizon, Q)
+        stacked = torch.stack(forecasts, dim=0)  # (K, B, horizon, Q)
+        if self.use_median:
+            # The middle value, or the mean of the middle two for an even K.
+            return torch.quantile(stacked, 0.5, dim=0)  # (B, horizon, Q)
+        return stacked.mean(dim=0)  # (B, horizon, Q)
 
 
 def pinball_loss(forecast: Tensor, target: Tensor, quantiles: Tensor, scale: Tensor) -> Tensor:

@@ -1,8 +1,10 @@
 """Evaluation of a model's quantile forecasts against the baselines: figures, table, plots.
 
 `evaluate` returns the `evaluation` object of `metadata.json` (docs/ARTIFACT.md): the
-model's `smape`, `mase` and `coverage_80` at the top level, each baseline's `smape` and
-`mase` under `baselines`, and what was evaluated (data set, number of series, horizon).
+model's `smape`, `mase`, `coverage_80` and `cpu_ms_per_series` at the top level, each
+statistical peer's (AutoETS, AutoTheta) figures under `peers`, each baseline's `smape`
+and `mase` under `baselines`, and what was evaluated (data set, number of series,
+horizon). Every method is scored by the same code on the same split.
 
 Plots draw on a bare `matplotlib.figure.Figure` with the Agg canvas, never through
 pyplot, so they need no display and leave no global figure state behind.
@@ -23,6 +25,7 @@ from matplotlib.figure import Figure
 from training import metrics
 from training.baselines import forecast_baseline
 from training.data import SeriesSet
+from training.peers import PeerForecasts
 
 REPORT_BASELINES = ("seasonal_naive", "naive2")
 INTERVAL_80 = (0.1, 0.9)
@@ -51,29 +54,43 @@ def _check_forecasts(
     return forecasts, median
 
 
-def _figures(series_set: SeriesSet, point: np.ndarray) -> dict[str, float]:
-    return {
+def _figures(
+    series_set: SeriesSet,
+    point: np.ndarray,
+    lower: np.ndarray | None = None,
+    upper: np.ndarray | None = None,
+) -> dict[str, float | None]:
+    """sMAPE and MASE of a point forecast [N, H]; 80% coverage when bounds are given."""
+    figures: dict[str, float | None] = {
         "smape": metrics.smape(series_set.test, point),
         "mase": metrics.mase(series_set.test, point, series_set.train, series_set.season_length),
     }
+    if lower is not None and upper is not None:
+        figures["coverage_80"] = metrics.coverage(series_set.test, lower, upper)
+    return figures
 
 
 def evaluate(
-    series_set: SeriesSet, forecasts: np.ndarray, quantiles: Sequence[float]
+    series_set: SeriesSet,
+    forecasts: np.ndarray,
+    quantiles: Sequence[float],
+    peers: Sequence[PeerForecasts] = (),
+    cpu_ms_per_series: float | None = None,
 ) -> dict[str, Any]:
-    """sMAPE, MASE and 80% coverage of the model, and sMAPE and MASE of each baseline.
+    """sMAPE, MASE and 80% coverage of the model and its peers, sMAPE and MASE of baselines.
 
-    forecasts: [N, H, Q] in the order of `series_set` and of `quantiles`.
-    `coverage_80` is None unless both 0.1 and 0.9 are among the quantiles.
+    forecasts: [N, H, Q] in the order of `series_set` and of `quantiles`; each peer's
+    forecasts are in the same order. `coverage_80` is None unless both 0.1 and 0.9 are
+    among the quantiles.
     """
     forecasts, median = _check_forecasts(series_set, forecasts, quantiles)
-    model = _figures(series_set, forecasts[:, :, median])  # point forecast: [N, H]
     lower, upper = (quantile_index(quantiles, q) for q in INTERVAL_80)
-    coverage_80 = (
-        metrics.coverage(series_set.test, forecasts[:, :, lower], forecasts[:, :, upper])
-        if lower is not None and upper is not None
-        else None
-    )
+    if lower is not None and upper is not None:
+        model = _figures(
+            series_set, forecasts[:, :, median], forecasts[:, :, lower], forecasts[:, :, upper]
+        )
+    else:
+        model = {**_figures(series_set, forecasts[:, :, median]), "coverage_80": None}
     return {
         "dataset": series_set.name,
         "frequency": series_set.frequency,
@@ -82,7 +99,14 @@ def evaluate(
         "season_length": series_set.season_length,
         "quantiles": [float(q) for q in quantiles],
         **model,
-        "coverage_80": coverage_80,
+        "cpu_ms_per_series": cpu_ms_per_series,
+        "peers": {
+            peer.name: {
+                **_figures(series_set, peer.point, peer.lower, peer.upper),
+                "cpu_ms_per_series": peer.cpu_ms_per_series,
+            }
+            for peer in peers
+        },
         "baselines": {
             name: _figures(series_set, forecast_baseline(name, series_set))
             for name in REPORT_BASELINES
@@ -95,26 +119,68 @@ def _cell(value: float | None, fmt: str) -> str:
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """A plain, aligned text table: one row per method, columns sMAPE, MASE, 80% coverage."""
-    rows = [("model", result["smape"], result["mase"], result["coverage_80"])]
-    rows += [(name, f["smape"], f["mase"], None) for name, f in result["baselines"].items()]
-    header = ("method", "sMAPE", "MASE", "80% coverage")
+    """A plain, aligned text table: one row per method (model, peers, baselines), columns
+    sMAPE, MASE, 80% coverage and CPU milliseconds per series."""
+    rows = [("model", result)]
+    rows += [(name, f) for name, f in result.get("peers", {}).items()]
+    rows += [(name, f) for name, f in result["baselines"].items()]
+    header = ("method", "sMAPE", "MASE", "80% coverage", "CPU ms/series")
     cells = [header] + [
-        (name, _cell(s, ".2f"), _cell(m, ".3f"), _cell(None if c is None else 100 * c, ".1f"))
-        for name, s, m, c in rows
+        (
+            name,
+            _cell(f["smape"], ".2f"),
+            _cell(f["mase"], ".3f"),
+            _cell(None if f.get("coverage_80") is None else 100 * f["coverage_80"], ".1f"),
+            _cell(f.get("cpu_ms_per_series"), ".2f"),
+        )
+        for name, f in rows
     ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    title = f"{result['dataset']}: {result['n_series']} series, horizon {result['horizon']}"
+    return _render(title, cells)
+
+
+def _render(title: str, cells: list[tuple[str, ...]]) -> str:
+    """A title line, then rows with the first column left-aligned and the rest right-aligned."""
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     lines = [
-        f"{result['dataset']}: {result['n_series']} series, horizon {result['horizon']}",
-        *(
-            "  ".join(
-                [row[0].ljust(widths[0])]
-                + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
-            )
-            for row in cells
-        ),
+        "  ".join(
+            [row[0].ljust(widths[0])]
+            + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        )
+        for row in cells
     ]
-    return "\n".join(lines)
+    return "\n".join([title, *lines])
+
+
+def methods(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every method's figures in one evaluation, by name: model, peers, baselines."""
+    return {"model": result, **result.get("peers", {}), **result["baselines"]}
+
+
+def backtest_summary(windows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Each method's sMAPE, MASE and 80% coverage averaged over the backtest windows."""
+    summary: dict[str, dict[str, float | None]] = {}
+    for name in methods(windows[0]):
+        summary[name] = {}
+        for key in ("smape", "mase", "coverage_80"):
+            values = [methods(w)[name].get(key) for w in windows]
+            summary[name][key] = None if any(v is None for v in values) else float(np.mean(values))
+    return summary
+
+
+def format_backtest(summary: dict[str, dict[str, float | None]]) -> str:
+    """The mean over windows, one row per method."""
+    header = ("method", "mean sMAPE", "mean MASE", "mean 80% coverage")
+    cells = [header] + [
+        (
+            name,
+            _cell(f["smape"], ".2f"),
+            _cell(f["mase"], ".3f"),
+            _cell(None if f["coverage_80"] is None else 100 * f["coverage_80"], ".1f"),
+        )
+        for name, f in summary.items()
+    ]
+    return _render("all windows, mean:", cells)
 
 
 def _json_safe(value: Any) -> Any:

@@ -35,6 +35,8 @@ from training.windows import (
     trainable,
 )
 
+LOSS_SCALES = ("level", "naive", "spread")
+
 
 @dataclass
 class TrainConfig:
@@ -49,8 +51,24 @@ class TrainConfig:
     device: str = "auto"
     min_history: int = 12
     max_history: int = 126
+    # What each example's pinball loss is divided by (LOSS_SCALES): "level" is the mean
+    # |value| of its history, like sMAPE's denominator; "naive" the history's mean
+    # |x_t - x_{t-m}|, MASE's scale; "spread" the model's own normalisation scale.
+    loss_scale: str = "level"
+    season_length: int = 1
+    # Forecast origins are drawn with weight recency**(steps from the series' end), so
+    # below 1 training dwells on the recent past that the test follows; 1 is uniform.
+    recency: float = 1.0
     # Shards drawn by this process; under torchrun each rank draws only its own.
     data_shards: int = 1
+
+    def __post_init__(self) -> None:
+        if self.loss_scale not in LOSS_SCALES:
+            raise ValueError(
+                f"loss_scale must be one of {', '.join(LOSS_SCALES)}, got {self.loss_scale!r}"
+            )
+        if not 0.0 < self.recency <= 1.0:
+            raise ValueError(f"recency must be in (0, 1], got {self.recency}")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -80,21 +98,44 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def loss_scale(values: torch.Tensor, lengths: torch.Tensor, kind: str, season: int) -> torch.Tensor:
+    """Each history's loss divisor (B,), from its observed points only; see TrainConfig."""
+    steps = torch.arange(values.shape[1], device=values.device)  # (T,)
+    observed = steps.unsqueeze(0) < lengths.to(values.device).unsqueeze(1)  # (B, T)
+    if kind == "level":
+        scale = (values.abs() * observed).sum(dim=1) / lengths.to(values)  # (B,)
+    else:  # "naive": seasonal differences where the history is long enough, else lag 1
+        lag = torch.where(lengths > season, season, 1).to(values.device)  # (B,)
+        lagged = values.gather(1, (steps.unsqueeze(0) - lag.unsqueeze(1)).clamp(min=0))  # (B, T)
+        pairs = observed & (steps.unsqueeze(0) >= lag.unsqueeze(1))  # (B, T)
+        count = pairs.sum(dim=1).clamp(min=1).to(values.dtype)  # (B,)
+        scale = ((values - lagged).abs() * pairs).sum(dim=1) / count  # (B,)
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
 def batch_loss(
-    model: StackedLSTMForecaster | DistributedDataParallel, batch: Batch, quantiles: torch.Tensor
+    model: StackedLSTMForecaster | DistributedDataParallel,
+    batch: Batch,
+    quantiles: torch.Tensor,
+    config: TrainConfig,
 ) -> torch.Tensor:
     forecast = model(batch.values, batch.lengths)  # (B, H, Q)
-    inner = model.module if isinstance(model, DistributedDataParallel) else model
-    scale = inner.series_scale(batch.values, batch.lengths)  # (B,)
+    if config.loss_scale == "spread":
+        inner = model.module if isinstance(model, DistributedDataParallel) else model
+        _, scale = inner.location_scale(*inner.recent(batch.values, batch.lengths))  # (B,)
+    else:
+        scale = loss_scale(batch.values, batch.lengths, config.loss_scale, config.season_length)
     return pinball_loss(forecast.float(), batch.targets, quantiles, scale)
 
 
 def validation_loss(
-    model: StackedLSTMForecaster, batches: list[Batch], quantiles: torch.Tensor
+    model: StackedLSTMForecaster, batches: list[Batch], quantiles: torch.Tensor, config: TrainConfig
 ) -> float:
     model.eval()
     with torch.inference_mode():
-        total = sum(batch_loss(model, b, quantiles).item() * len(b.lengths) for b in batches)
+        total = sum(
+            batch_loss(model, b, quantiles, config).item() * len(b.lengths) for b in batches
+        )
     model.train()
     return total / sum(len(b.lengths) for b in batches)
 
@@ -105,6 +146,7 @@ def fit(
     config: TrainConfig,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     progress: bool = True,
+    desc: str = "training",
 ) -> TrainResult:
     """Train on `train_series` (each series' in-sample part) and return the best model.
 
@@ -120,6 +162,26 @@ def fit(
     seed_everything(config.seed)
     device = distributed.local_device(rank, pick_device(config.device))
     distributed.start(rank, device)
+    try:
+        return _train(
+            train_series, model_config, config, rank, world, device, on_epoch, progress, desc
+        )
+    finally:
+        # Also when training fails: a rank that leaves without this holds the others' ports.
+        distributed.stop()
+
+
+def _train(
+    train_series: list[np.ndarray],
+    model_config: ModelConfig,
+    config: TrainConfig,
+    rank: distributed.Rank,
+    world: int,
+    device: torch.device,
+    on_epoch: Callable[[dict[str, float]], None] | None,
+    progress: bool,
+    desc: str,
+) -> TrainResult:
     horizon = model_config.horizon
     # Validation targets are each series' last horizon points; training stops before them.
     usable = trainable(train_series, 2 * horizon, config.min_history)
@@ -156,21 +218,27 @@ def fit(
     history: list[dict[str, float]] = []
     best_state, best_loss, best_epoch, stale = None, float("inf"), 0, 0
     started = time.perf_counter()
-    bar = tqdm(
-        total=total_steps, desc="training", unit="step", disable=not (progress and rank.is_main)
-    )
+    bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not (progress and rank.is_main))
     model.train()
     for epoch in range(1, config.epochs + 1):
         epoch_start, running = time.perf_counter(), 0.0
         for _ in range(config.steps_per_epoch):
             batch = concat_batches(
                 [
-                    sample_batch(s, per_shard, horizon, config.min_history, config.max_history, r)
+                    sample_batch(
+                        s,
+                        per_shard,
+                        horizon,
+                        config.min_history,
+                        config.max_history,
+                        r,
+                        config.recency,
+                    )
                     for s, r in zip(shards, rngs, strict=True)
                 ]
             ).to(device)
             with autocast:
-                loss = batch_loss(trained, batch, quantiles)
+                loss = batch_loss(trained, batch, quantiles, config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, config.clip)
@@ -179,7 +247,7 @@ def fit(
             running += loss.item()
             bar.update(1)
         with autocast:
-            val = validation_loss(model, val_batches, quantiles)
+            val = validation_loss(model, val_batches, quantiles, config)
         row = {
             "epoch": float(epoch),
             "train_loss": running / config.steps_per_epoch,
@@ -199,13 +267,14 @@ def fit(
             )
         else:
             stale += 1
-            if stale >= config.patience:
-                break
+        # Decided once, on rank 0, and broadcast: ranks whose float sums differ in the last
+        # bit must still stop together, or the rest would wait in an all-reduce for ever.
+        if distributed.agree(rank, stale >= config.patience, device):
+            break
     bar.close()
 
     assert best_state is not None  # at least one epoch ran
     model.load_state_dict(best_state)
-    distributed.stop()
     return TrainResult(
         model=model.cpu().eval(),
         history=history,

@@ -49,6 +49,17 @@ def trainable(series: list[np.ndarray], horizon: int, min_history: int) -> list[
     return [s for s in series if len(s) >= min_history + horizon]
 
 
+def draw_origin(low: int, high: int, recency: float, rng: np.random.Generator) -> int:
+    """A forecast origin in [low, high]: uniform for recency 1, else weight recency**(high - t)."""
+    if recency >= 1.0 or high == low:
+        return int(rng.integers(low, high + 1))
+    # Truncated geometric distance from the end, drawn by inverting its distribution.
+    span = high - low + 1
+    u = rng.random()
+    back = int(np.floor(np.log1p(-u * (1.0 - recency**span)) / np.log(recency)))
+    return high - min(back, span - 1)
+
+
 def sample_batch(
     series: list[np.ndarray],
     batch_size: int,
@@ -56,9 +67,11 @@ def sample_batch(
     min_history: int,
     max_history: int,
     rng: np.random.Generator,
+    recency: float = 1.0,
 ) -> Batch:
     """Draw `batch_size` examples: a random series, a random forecast origin, a random length.
 
+    Origins are uniform over the series (recency 1) or favour its end (see draw_origin).
     Half the examples use all the history available at the origin (up to max_history),
     as at test time; the other half a uniformly random shorter length, so the model
     learns to forecast from short histories too.
@@ -66,7 +79,7 @@ def sample_batch(
     histories, targets = [], []
     for index in rng.integers(0, len(series), size=batch_size):
         s = series[index]
-        origin = int(rng.integers(min_history, len(s) - horizon + 1))  # first target index
+        origin = draw_origin(min_history, len(s) - horizon, recency, rng)  # first target index
         longest = min(origin, max_history)
         length = longest if rng.random() < 0.5 else int(rng.integers(min_history, longest + 1))
         histories.append(s[origin - length : origin])

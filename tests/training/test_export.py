@@ -79,3 +79,63 @@ def test_export_writes_model_and_metadata(tmp_path: Path) -> None:
     values = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     with torch.inference_mode():
         assert torch.equal(scripted(values, torch.tensor([4])), model(values, torch.tensor([4])))
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def tiny_facts() -> ModelFacts:
+    return ModelFacts("tiny", 1, "other", 3, 30, {"seed": 0}, {"smape": 12.5})
+
+
+@pytest.mark.parametrize("failure", ["check", "interrupt"])
+def test_failed_export_leaves_the_previous_model_whole(tmp_path: Path, failure: str) -> None:
+    """Guards against a failed or interrupted run leaving a mismatched model.ts /
+    metadata.json pair (or half a folder) where the service will load it: the previous
+    model must stay byte for byte, and no staging folder may be left behind."""
+    torch.manual_seed(0)
+    config = ModelConfig(horizon=2, hidden=8)
+    out = tmp_path / "models" / "tiny"
+    export_model(StackedLSTMForecaster(config).eval(), config, out, tiny_facts(), register=False)
+    before = folder_bytes(out)
+
+    def interrupted(folder: Path) -> None:
+        (folder / "eval.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    if failure == "check":
+        with pytest.raises(ExportCheckError, match="alone_vs_batched"):
+            export_model(PeeksAtPadding(), config, out, tiny_facts(), register=False)
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            export_model(
+                StackedLSTMForecaster(config).eval(),
+                config,
+                out,
+                tiny_facts(),
+                register=False,
+                write_reports=interrupted,
+            )
+    assert folder_bytes(out) == before
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["tiny"]
+
+
+def test_export_replaces_the_whole_folder(tmp_path: Path) -> None:
+    """Guards against a new export mixing with files of the old one (a stale plot or
+    eval.json beside a new model.ts)."""
+    torch.manual_seed(0)
+    config = ModelConfig(horizon=2, hidden=8)
+    out = tmp_path / "tiny"
+    out.mkdir()
+    (out / "stale.png").write_bytes(b"old")
+    export_model(
+        StackedLSTMForecaster(config).eval(),
+        config,
+        out,
+        tiny_facts(),
+        register=False,
+        write_reports=lambda folder: (folder / "eval.json").write_text("{}\n"),
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "metadata.json", "model.ts"]
+    assert oct(out.stat().st_mode & 0o777) == "0o755"

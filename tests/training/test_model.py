@@ -83,27 +83,56 @@ def test_scripted_equals_eager(bidirectional: bool) -> None:
         assert relative_error(scripted(other_values, other_lengths), expected, other_scale) <= 1e-6
 
 
-def test_forecast_scales_with_the_series() -> None:
-    """Guards against scaling outside the module (or not at all): multiplying a history
-    by 1000 must multiply its forecast by 1000."""
+def test_forecast_shifts_and_scales_with_the_series() -> None:
+    """Guards against scaling outside the module, or a scale without a location: the
+    forecast of 1000 * x - 5e4 (values far below zero) must be 1000 * forecast(x) - 5e4."""
     model = make_model()
     values, lengths = random_batch(count=5, min_length=4, max_length=20, seed=2)
     with torch.inference_mode():
         base = model(values, lengths)
-        scaled = model(values * 1000.0, lengths)
-    assert relative_error(scaled, base * 1000.0, history_scale(values, lengths) * 1000.0) <= 1e-5
+        moved = model(values * 1000.0 - 5e4, lengths)
+    assert (
+        relative_error(moved, base * 1000.0 - 5e4, history_scale(values, lengths) * 1000.0) <= 1e-5
+    )
 
 
-def test_zero_and_constant_series_give_finite_forecasts() -> None:
-    """Guards against dividing by a zero scale (all-zero history) or a zero spread."""
+def test_zero_and_constant_series_are_forecast_as_themselves() -> None:
+    """Guards against dividing by a zero spread (an all-zero or constant history), and
+    against a constant history forecast as anything but that constant."""
     model = make_model()
-    values = torch.tensor([[0.0] * 8, [7.0] * 8, [0.0, 0.0, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0]])
-    lengths = torch.tensor([8, 8, 4])
+    values = torch.tensor(
+        [[0.0] * 8, [7.0] * 8, [-3.5] * 8, [0.0, 0.0, 0.0, 5.0, 0.0, 0.0, 0.0, 0.0]]
+    )
+    lengths = torch.tensor([8, 8, 8, 4])
     with torch.inference_mode():
-        out = model(values, lengths)
-    assert out.shape == (3, 5, 3)
+        out = model(values, lengths)  # (4, 5, 3)
+        location, scale = model.location_scale(values, lengths)
+    assert out.shape == (4, 5, 3)
     assert torch.isfinite(out).all()
-    assert torch.equal(model.series_scale(values, lengths), torch.tensor([1.0, 7.0, 1.25]))
+    for row, constant in enumerate([0.0, 7.0, -3.5]):
+        assert (out[row] - constant).abs().max().item() <= 1e-4 * max(abs(constant), 1e-20)
+    assert torch.equal(location, torch.tensor([0.0, 7.0, -3.5, 5.0]))
+    # Spreads: floored for the constants, the population std of [0, 0, 0, 5] for the last.
+    assert torch.allclose(scale, torch.tensor([1e-30, 7e-6, 3.5e-6, 2.1650635]))
+
+
+def test_lookback_reads_only_the_last_points() -> None:
+    """Guards against a member with a lookback reading points before its window (or
+    padding after a short series' end): its forecast of a long history must equal its
+    forecast of that history's last `lookback` points."""
+    model = make_model(lookback=6)
+    values, lengths = random_batch(count=5, min_length=2, max_length=20, seed=5)
+    with torch.inference_mode():
+        batched = model(values, lengths)
+        cut = torch.cat(
+            [
+                model(
+                    values[i : i + 1, max(0, int(n) - 6) : int(n)], lengths[i : i + 1].clamp(max=6)
+                )
+                for i, n in enumerate(lengths)
+            ]
+        )
+    assert relative_error(batched, cut, history_scale(values, lengths)) <= 1e-5
 
 
 def test_quantiles_never_cross() -> None:

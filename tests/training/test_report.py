@@ -88,6 +88,8 @@ def test_evaluate_m3_monthly_with_naive2_as_the_model() -> None:
         "smape",
         "mase",
         "coverage_80",
+        "cpu_ms_per_series",
+        "peers",
         "baselines",
     }
     assert set(result["baselines"]) == {"seasonal_naive", "naive2"}
@@ -106,6 +108,10 @@ def test_format_table_exact() -> None:
         "smape": 5.5555,
         "mase": 0.25,
         "coverage_80": 0.5,
+        "cpu_ms_per_series": 0.123,
+        "peers": {
+            "AutoETS": {"smape": 6.0, "mase": 0.3, "coverage_80": 0.75, "cpu_ms_per_series": 55.0}
+        },
         "baselines": {
             "seasonal_naive": {"smape": 39.642857, "mase": 1.25},
             "naive2": {"smape": 100.0, "mase": float("nan")},
@@ -113,10 +119,11 @@ def test_format_table_exact() -> None:
     }
     assert format_table(result) == (
         "toy: 2 series, horizon 2\n"
-        "method           sMAPE   MASE  80% coverage\n"
-        "model             5.56  0.250          50.0\n"
-        "seasonal_naive   39.64  1.250             -\n"
-        "naive2          100.00      -             -"
+        "method           sMAPE   MASE  80% coverage  CPU ms/series\n"
+        "model             5.56  0.250          50.0           0.12\n"
+        "AutoETS           6.00  0.300          75.0          55.00\n"
+        "seasonal_naive   39.64  1.250             -              -\n"
+        "naive2          100.00      -             -              -"
     )
 
 

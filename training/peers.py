@@ -1,0 +1,71 @@
+"""The statistical peers a user would pick instead: statsforecast's AutoETS and AutoTheta.
+
+Each peer is fitted per series on exactly the history the LSTM sees and forecasts the
+same horizon, with its own 80% interval (`level=[80]`), so the report scores all
+methods with the same metric code. The CPU time of fit plus forecast is measured per
+series (process time, one thread), after one untimed call that lets numba compile.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from training.data import SeriesSet
+
+PEERS = ("AutoETS", "AutoTheta")
+LEVEL = 80
+
+
+@dataclass(frozen=True)
+class PeerForecasts:
+    """One peer's forecasts for a list of histories."""
+
+    name: str
+    point: np.ndarray  # (N, H) the peer's mean forecast
+    lower: np.ndarray  # (N, H) lower bound of its 80% interval
+    upper: np.ndarray  # (N, H) upper bound of its 80% interval
+    cpu_ms_per_series: float
+
+
+def _model_factory(name: str, season_length: int) -> Callable[[], Any]:
+    # Imported late: statsforecast pulls in numba and pandas, slow to import.
+    from statsforecast.models import AutoETS, AutoTheta
+
+    classes = {"AutoETS": AutoETS, "AutoTheta": AutoTheta}
+    if name not in classes:
+        raise ValueError(f"unknown peer {name!r}; choose one of {', '.join(PEERS)}")
+    return lambda: classes[name](season_length=season_length)
+
+
+def forecast_one(name: str, history: np.ndarray, horizon: int, season_length: int) -> dict:
+    """statsforecast's own answer for one series: {'mean', 'lo-80', 'hi-80'} arrays (H,)."""
+    model = _model_factory(name, season_length)()
+    return model.forecast(y=np.asarray(history, dtype=np.float64), h=horizon, level=[LEVEL])
+
+
+def forecast_peer(
+    name: str, histories: Sequence[np.ndarray], horizon: int, season_length: int
+) -> PeerForecasts:
+    """Fit `name` on every history and forecast `horizon` steps with its 80% interval."""
+    if not histories:
+        raise ValueError("forecast_peer needs at least one history")
+    forecast_one(name, histories[0], horizon, season_length)  # numba compiles here, untimed
+    rows = []
+    started = time.process_time()
+    for history in histories:
+        out = forecast_one(name, history, horizon, season_length)
+        rows.append((out["mean"], out[f"lo-{LEVEL}"], out[f"hi-{LEVEL}"]))
+    cpu_ms = 1000.0 * (time.process_time() - started) / len(histories)
+    point, lower, upper = (np.stack(col).astype(np.float64) for col in zip(*rows, strict=True))
+    return PeerForecasts(name, point, lower, upper, cpu_ms)
+
+
+def run_peers(series: SeriesSet) -> list[PeerForecasts]:
+    """Every peer fitted on each series' in-sample part, forecasting its horizon."""
+    h, m = series.horizon, series.season_length
+    return [forecast_peer(name, series.train, h, m) for name in PEERS]
