@@ -26,6 +26,7 @@ Bounds: a request is refused (`QueueFull`) when the series already admitted woul
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections import deque
@@ -39,6 +40,8 @@ Answer = TypeVar("Answer")  # one request's output
 
 # The model callback: several requests in, one answer (or the exception it raised) each.
 Predict = Callable[[list[Item]], Sequence["Answer | Exception"]]
+
+logger = logging.getLogger("forecaster")
 
 
 class QueueFull(Exception):
@@ -60,10 +63,17 @@ class WaitedTooLong(Exception):
     """The request waited longer than `max_wait_s` before a forward pass could take it."""
 
 
+class DispatchFailed(Exception):
+    """The dispatch holding the request could not be answered (a bad answer list, a bug)."""
+
+    def __init__(self, requests: int) -> None:
+        super().__init__(f"a dispatch of {requests} requests could not be answered")
+
+
 @dataclass
 class _Waiting(Generic[Item, Answer]):
     item: Item
-    size: int  # series in the item
+    size: int  # series in the item still counted in `pending` (0 once released)
     enqueued: float  # time.perf_counter()
     future: asyncio.Future[Answer] = field(repr=False)
 
@@ -124,27 +134,55 @@ class Batcher(Generic[Item, Answer]):
         loop = asyncio.get_running_loop()
         try:
             while self._queue:
-                if self.max_linger_s:
-                    await self._linger()
-                group = self._take()
-                if not group:
-                    continue
+                group: list[_Waiting[Item, Answer]] = []
                 try:
-                    answers = await loop.run_in_executor(
-                        self._thread, self._predict, [w.item for w in group]
-                    )
-                except Exception as exc:  # the whole pass failed: every caller hears it
-                    answers = [exc] * len(group)
-                for waiting, answer in zip(group, answers, strict=True):
-                    self._pending -= waiting.size
-                    if waiting.future.done():  # caller cancelled meanwhile
-                        continue
-                    if isinstance(answer, Exception):
-                        waiting.future.set_exception(answer)
-                    else:
-                        waiting.future.set_result(answer)
+                    if self.max_linger_s:
+                        await self._linger()
+                    group = self._take()
+                    if group:
+                        await self._dispatch(loop, group)
+                except Exception as exc:
+                    # Whatever broke, this group's callers hear it and the loop goes on:
+                    # a drain loop that died would leave them waiting and `pending` held.
+                    if not group:  # lingering or taking broke: fail what is queued, so
+                        group = list(self._queue)  # the loop cannot spin on the same fault
+                        self._queue.clear()
+                    logger.exception("a dispatch of %d requests could not be answered", len(group))
+                    self._fail(group, exc)
         finally:
             self._drainer = None
+
+    async def _dispatch(
+        self, loop: asyncio.AbstractEventLoop, group: list[_Waiting[Item, Answer]]
+    ) -> None:
+        """One forward pass for `group`, and each of its requests answered (in order)."""
+        try:
+            answers = await loop.run_in_executor(
+                self._thread, self._predict, [w.item for w in group]
+            )
+        except Exception as exc:  # the whole pass failed: every caller hears it
+            answers = [exc] * len(group)
+        if len(answers) != len(group):  # which answer is whose cannot be known
+            raise RuntimeError(f"{len(answers)} answers for {len(group)} requests")
+        for waiting, answer in zip(group, answers, strict=True):
+            self._pending -= waiting.size
+            waiting.size = 0  # released: `_fail` must not release it again
+            if waiting.future.done():  # caller cancelled meanwhile
+                continue
+            if isinstance(answer, Exception):
+                waiting.future.set_exception(answer)
+            else:
+                waiting.future.set_result(answer)
+
+    def _fail(self, group: list[_Waiting[Item, Answer]], cause: Exception) -> None:
+        """Release what `group` still holds and fail each of its unanswered callers."""
+        for waiting in group:
+            self._pending -= waiting.size
+            waiting.size = 0
+            if not waiting.future.done():
+                error = DispatchFailed(len(group))
+                error.__cause__ = cause
+                waiting.future.set_exception(error)
 
     async def _linger(self) -> None:
         """Wait (bounded) for the queue to fill up to the last cycle's peak of pending series.

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
-from service.batcher import Batcher, QueueFull, WaitedTooLong
+from service.batcher import Batcher, DispatchFailed, QueueFull, WaitedTooLong
 
 
 class Model:
@@ -246,3 +247,53 @@ def test_lingering_never_passes_max_linger_however_requests_trickle_in() -> None
     first_answer = asyncio.run(main())
     assert linger * 0.9 <= first_answer < linger + 0.2
     assert 2 <= len(model.calls[1]) < 10  # the dispatch at the deadline took what was there
+
+
+class Miscounts(Model):
+    """A model whose second call answers `wrong(items)` instead of one answer per item."""
+
+    def __init__(self, wrong: Callable[[list[list[int]]], object]) -> None:
+        super().__init__()
+        self.wrong = wrong
+
+    def __call__(self, items: Sequence[list[int]]) -> list[list[int] | Exception]:
+        answers = super().__call__(items)
+        return self.wrong(list(items)) if len(self.calls) == 2 else answers  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        lambda items: [[0]] * (len(items) - 1),  # one answer short
+        lambda items: [[0]] * (len(items) + 1),  # one answer too many
+        lambda items: None,  # not a sequence at all
+    ],
+    ids=["short", "long", "none"],
+)
+def test_a_dispatch_that_cannot_be_resolved_fails_each_of_its_requests_and_the_next_runs(
+    wrong: Callable[[list[list[int]]], object], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Guards against the drain loop dying on a bad answer list: its callers left waiting
+    (until their timeout) or given a neighbour's answer, `pending` never released (the
+    queue fills up for good), and nothing in the log."""
+    model = Miscounts(wrong)
+
+    async def main() -> None:
+        b = batcher(model)
+        first = await occupy(b, model, [1])
+        group = [asyncio.ensure_future(b.submit([n])) for n in (3, 4)]
+        model.release()
+        assert await first == [2]
+        done = await asyncio.wait_for(asyncio.gather(*group, return_exceptions=True), 2)
+        assert [type(answer) for answer in done] == [DispatchFailed, DispatchFailed]
+        assert str(done[0]) == "a dispatch of 2 requests could not be answered"
+        assert b.pending == 0
+        assert await asyncio.wait_for(b.submit([5]), 2) == [10]
+        assert b.pending == 0
+
+    with caplog.at_level(logging.ERROR, logger="forecaster"):
+        asyncio.run(main())
+    assert model.calls == [[[1]], [[3], [4]], [[5]]]
+    [record] = [r for r in caplog.records if r.name == "forecaster"]
+    assert record.getMessage() == "a dispatch of 2 requests could not be answered"
+    assert record.exc_info is not None
