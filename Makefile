@@ -45,11 +45,11 @@ load: setup
 # Every serving contender side by side (BENCHMARKS.md); needs the `bench` extra.
 bench: setup
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
-	$(BIN)/python -m load_tests.bench $(BENCH_ARGS)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Ten minutes of mixed load (MINUTES=2 for a short one): RSS, file descriptors, latency.
 soak: setup
-	$(BIN)/python -m load_tests.soak --minutes $(or $(MINUTES),10)
+	$(BIN)/python -m bench.soak --minutes $(or $(MINUTES),10)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

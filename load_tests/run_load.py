@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from load_tests.servers import BIN, ROOT, bentoml_server, pinned
-from load_tests.standin import write_standin
+from bench.servers import BIN, QUIET, ROOT, Server, pinned, serve_env
+from bench.standin import write_standin
 
 LOCUSTFILE = ROOT / "load_tests" / "locustfile.py"
 DEFAULT_CSV = ROOT / "load_tests" / "results" / "tmp" / "load"
@@ -120,14 +120,16 @@ def run(
     client_core: int | None = None,
 ) -> tuple[int, list[Row]]:
     """Serve `model`, load it, stop it; (exit status, locust's stats rows)."""
-    with tempfile.TemporaryDirectory(prefix="load-logs-") as logs:
-        with bentoml_server(model, Path(logs), core=server_core, name="service") as server:
-            print(f"[load] service ready at {server.base_url} (pid {server.pid})", flush=True)
+    with tempfile.TemporaryDirectory(prefix="load-logs-") as tmp:
+        logs = Path(tmp)
+        env = {**serve_env(model, logs), **QUIET}
+        with Server(env, cpus=server_core, name="service", log=logs / "service.log") as server:
+            print(f"[load] service ready at {server.url} (pid {server.pid})", flush=True)
             started = time.monotonic()
-            proc = run_locust(server.base_url, seconds, users, csv_prefix, client_core)
+            proc = run_locust(server.url, seconds, users, csv_prefix, client_core)
             took = time.monotonic() - started
             print(f"[load] locust exited {proc.returncode} after {took:.0f} s", flush=True)
-            log_tail = server.log_tail(2000)
+            log_tail = server.tail(2000)
         stats = Path(f"{csv_prefix}_stats.csv")
         rows = read_stats(stats) if stats.exists() else []
     total = next((r for r in rows if r.name.endswith("Aggregated")), None)

@@ -12,7 +12,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.service.server import ROOT, Server
+from bench.metrics import samples, scrape
+from bench.servers import ROOT, Server
 from tests.service.tiny_model import MIN_HISTORY, write_tiny_artifact
 
 DEPLOY = ROOT / "deploy"
@@ -50,11 +51,7 @@ def metric_names(expr: str) -> set[str]:
 
 def exposed_series(metrics_text: str) -> set[str]:
     """Sample names in a /metrics text (`x_total`, `h_bucket`, `h_sum`, `h_count`, ...)."""
-    names = set()
-    for line in metrics_text.splitlines():
-        if line and not line.startswith("#"):
-            names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
-    return names
+    return {key.split("{", 1)[0] for key in samples(metrics_text)}
 
 
 def forecast(server: Server, n_series: int, length: int = 12) -> httpx.Response:
@@ -82,4 +79,4 @@ def live_metrics(deploy_server: Server) -> str:
         assert response.status_code == 200, response.text
     bad = httpx.post(f"{deploy_server.url}/forecast", content=b"{not json", timeout=30)
     assert bad.status_code == 400, bad.text
-    return httpx.get(f"{deploy_server.url}/metrics", timeout=10).text
+    return scrape(deploy_server)

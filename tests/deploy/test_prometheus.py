@@ -21,6 +21,8 @@ import httpx
 import pytest
 import yaml
 
+from bench.metrics import sample, scrape
+from bench.servers import Server, free_port
 from tests.deploy.conftest import (
     ALERT_RULES,
     ALERT_TESTS,
@@ -30,7 +32,6 @@ from tests.deploy.conftest import (
     forecast,
     load_yaml,
 )
-from tests.service.server import Server, free_port
 from tests.service.tiny_model import NAME, VERSION
 
 INSTALL_HINT = "run deploy/install-prometheus.sh (Debian package `prometheus`)"
@@ -179,11 +180,8 @@ def prometheus(deploy_server: Server, tmp_path: Path) -> Iterator[Prometheus]:
 
 
 def scraped(server: Server, name: str) -> float:
-    """One unlabelled sample straight from the service's /metrics (0 when absent)."""
-    for line in httpx.get(f"{server.url}/metrics", timeout=10).text.splitlines():
-        if line.startswith(f"{name} "):
-            return float(line.split()[1])
-    return 0.0
+    """One sample straight from the service's /metrics (0 when absent)."""
+    return sample(scrape(server), name)
 
 
 @pytest.mark.slow

@@ -18,9 +18,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.servers import Server, serve_env
 from tests.reliability.common import report
 from tests.service.conftest import TEST_LIMITS
-from tests.service.server import Server, serve_env
 
 pytestmark = pytest.mark.slow
 

@@ -13,10 +13,11 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.reliability.common import body, metric, report, scrape
+from bench.metrics import sample, scrape
+from bench.servers import Server, serve_env
+from tests.reliability.common import body, report
 from tests.reliability.poisoned import NAN_LAST, RAISE_LAST, write_poisoned_artifact
 from tests.service.conftest import Reference
-from tests.service.server import Server, serve_env
 from tests.service.tiny_model import QUANTILES
 
 pytestmark = pytest.mark.slow
@@ -96,7 +97,7 @@ def test_invalid_and_non_finite_requests_fail_alone_in_a_shared_model_call(
         assert response[i].json()["error"] == "validation_error"
 
     def delta(name: str, labels: str = "") -> float:
-        return metric(after, name, labels) - metric(before, name, labels)
+        return sample(after, name, labels) - sample(before, name, labels)
 
     calls = delta("forecaster_model_call_series_count")
     rows = delta("forecaster_model_call_series_sum")

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.common import closed_loop, metric, pinned, quantile, report, scrape
-from tests.service.server import Server, serve_env
+from bench.loadgen import quantile
+from bench.metrics import sample, scrape
+from bench.servers import Server, serve_env
+from tests.reliability.common import closed_loop, pinned, report
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +54,7 @@ def test_burst_far_above_capacity_is_answered_200_or_fast_503_then_recovers(
     shed = [o for o in burst.outcomes if o.status == 503]
 
     def delta(name: str, labels: str = "") -> float:
-        return metric(after_burst, name, labels) - metric(before, name, labels)
+        return sample(after_burst, name, labels) - sample(before, name, labels)
 
     rejected = delta("forecaster_rejections_total", '{reason="overloaded"}') + delta(
         "forecaster_rejections_total", '{reason="queue_full"}'
@@ -74,7 +76,7 @@ def test_burst_far_above_capacity_is_answered_200_or_fast_503_then_recovers(
         max_503_ms=round(1000 * max(burst.latencies(503), default=0.0), 1),
         p99_200_ms=round(1000 * quantile(burst.latencies(), 0.99), 1),
         queue_waits_over_1s=int(waits_over_1s),
-        queue_gauge_after=metric(after_burst, "forecaster_queue_series"),
+        queue_gauge_after=sample(after_burst, "forecaster_queue_series"),
     )
     report(
         "overload_recovery",

@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.servers import Server, serve_env
 from tests.reliability.common import report
 from tests.service.conftest import TEST_LIMITS
-from tests.service.server import Server, serve_env
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.common import Outcome, body, closed_loop, report
-from tests.service.server import Server, serve_env
+from bench.loadgen import Outcome
+from bench.servers import Server, serve_env
+from tests.reliability.common import body, closed_loop, report
 
 pytestmark = pytest.mark.slow
 

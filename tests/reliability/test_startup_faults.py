@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.servers import BENTOML, ROOT, Server, free_port, serve_env
 from tests.reliability.common import report
-from tests.service.server import BENTOML, ROOT, Server, free_port, serve_env
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,9 @@ import httpx
 import psutil
 import pytest
 
-from tests.reliability.common import Tally, closed_loop, report
-from tests.service.server import Server, serve_env
+from bench.loadgen import LoadResult
+from bench.servers import Server, serve_env
+from tests.reliability.common import closed_loop, report
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +48,7 @@ def test_killed_worker_is_replaced_and_only_its_in_flight_requests_fail(
         workers = worker_pids(server)
         assert len(workers) == 2, workers
 
-        async def scenario() -> tuple[Tally, int, int]:
+        async def scenario() -> tuple[LoadResult, int, int]:
             load = asyncio.create_task(closed_loop(server.url, CLIENTS, 10.0, seed=41))
             await asyncio.sleep(KILL_AFTER_S)
             # The worker holding the most client connections: the worst case to lose.

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.service.server import Server, serve_env
+from bench.servers import Server, serve_env
 from tests.service.tiny_model import write_tiny_artifact
 
 # Small limits, so that the limit tests send small bodies.

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.servers import ROOT
 from service.artifact import ArtifactError, is_store_tag, locate, read
-from tests.service.server import ROOT
 
 
 def test_locate_a_directory_relative_to_the_working_directory(

@@ -20,8 +20,8 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
+from bench.servers import BENTOML, ROOT, Server
 from tests.service.conftest import Reference
-from tests.service.server import BENTOML, ROOT, Server
 from tests.service.tiny_model import NAME, QUANTILES, VERSION
 
 pytestmark = pytest.mark.slow

@@ -15,8 +15,9 @@ import httpx
 import numpy as np
 import pytest
 
+from bench.metrics import labelled, sample, scrape
+from bench.servers import Server, serve_env
 from tests.service.conftest import Reference
-from tests.service.server import Server, serve_env
 from tests.service.tiny_model import HORIZON, MAX_HISTORY, MIN_HISTORY, NAME, QUANTILES, VERSION
 
 pytestmark = pytest.mark.slow
@@ -70,15 +71,6 @@ def assert_each_got_its_own(
         [forecast] = response.json()["forecasts"]
         assert forecast["id"] == f"c{i}"
         assert_matches(forecast, reference(values), list(QUANTILES))
-
-
-def scrape(server: Server) -> str:
-    return httpx.get(f"{server.url}/metrics", timeout=10).text
-
-
-def sample(text: str, name: str, labels: str = "") -> float:
-    match = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
 
 
 def test_single_series_equals_the_model_run_alone(server: Server, reference: Reference) -> None:
@@ -328,8 +320,8 @@ def test_metrics_move_by_exactly_what_was_sent(server: Server) -> None:
 
 def endpoints_seen_by_bentoml(metrics_text: str) -> set[str]:
     """Routes that BentoML's traffic metrics counted at least once (it lists some at 0)."""
-    pattern = r'bentoml_service_request_total\{[^}]*endpoint="([^"]+)"[^}]*\} ([0-9.e+]+)'
-    return {path for path, count in re.findall(pattern, metrics_text) if float(count) > 0}
+    counted = labelled(metrics_text, "bentoml_service_request_total")
+    return {labels["endpoint"] for labels, count in counted if count > 0}
 
 
 def test_forecast_is_answered_before_bentoml_http_layers(server: Server) -> None:

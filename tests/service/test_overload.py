@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.server import Server, serve_env
+from bench.servers import Server, serve_env
 from tests.service.tiny_model import MAX_HISTORY
 
 pytestmark = pytest.mark.slow

@@ -10,16 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bench.metrics import sample, scrape
+from bench.servers import Server, serve_env
 from tests.service.conftest import TEST_LIMITS, Reference
-from tests.service.server import Server, serve_env
-from tests.service.test_http import (
-    assert_each_got_its_own,
-    history,
-    post,
-    post_concurrently,
-    sample,
-    scrape,
-)
+from tests.service.test_http import assert_each_got_its_own, history, post, post_concurrently
 from tests.service.tiny_model import MAX_HISTORY, MIN_HISTORY
 
 pytestmark = pytest.mark.slow

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench.servers import free_port
 from training.model import ModelConfig
 from training.train import TrainConfig, fit
 
@@ -23,12 +23,6 @@ MODEL = ModelConfig(horizon=4, hidden=8, layers=2, dropout=0.0)
 CONFIG = TrainConfig(
     epochs=2, steps_per_epoch=3, batch_size=8, min_history=6, max_history=40, patience=5
 )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.mark.slow

@@ -1,14 +1,14 @@
 """Soak test: minutes of mixed load against a real `bentoml serve`; leaks show as trends.
 
-    .venv/bin/python -m load_tests.soak                 # 10 minutes, models/m3-monthly
-    .venv/bin/python -m load_tests.soak --minutes 1     # a short run
+    .venv/bin/python -m bench.soak                 # 10 minutes, models/m3-monthly (make soak)
+    .venv/bin/python -m bench.soak --minutes 1     # a short run
 
-The server is pinned to CPU 0 and this client to CPU 1 (`taskset`; see DESIGN.md).
-Every `--sample-s` seconds it records the server's RSS (all its processes), open file
-descriptors and the window's latency; it prints one `RELIABILITY: soak_window ...` line
-per window and a start-vs-end summary. Exit status 1 on any 5xx, any request without an
-answer, a mixed-up answer, or growth beyond noise (RSS or fds of the last windows over
-the first windows after warm-up, beyond the thresholds below).
+The server is pinned to CPU 0 and this client (bench/loadgen.py) to CPU 1 (`taskset`; see
+DESIGN.md). Every `--sample-s` seconds it records the server's RSS (all its processes),
+open file descriptors and the window's latency; it prints one `RELIABILITY: soak_window
+...` line per window and a start-vs-end summary. Exit status 1 on any 5xx, any request
+without an answer, a mixed-up answer, or growth beyond noise (RSS or fds of the last
+windows over the first windows after warm-up, beyond the thresholds below).
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import psutil
 
-from tests.service.server import ROOT, Server
+from bench.loadgen import Outcome, Request, Traffic, closed_loop, prebuilt_request, quantile
+from bench.servers import ROOT, Server
 
 RSS_GROWTH_MB = 30.0  # beyond allocator noise for a ~700 MB process tree
 FD_GROWTH = 10
@@ -42,10 +44,20 @@ class Window:
     statuses: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
 
-    def add(self, key: str, seconds: float | None) -> None:
+    def add(self, outcome: Outcome) -> None:
+        key = outcome_key(outcome)
         self.statuses[key] = self.statuses.get(key, 0) + 1
-        if seconds is not None:
-            self.latencies.append(seconds)
+        if key in ("forecast_200", "mixed_up"):
+            self.latencies.append(outcome.seconds)
+
+
+def outcome_key(outcome: Outcome) -> str:
+    """`forecast_200`, `model_200`, `forecast_422`, ..., `mixed_up`, `error_<what failed>`."""
+    if outcome.status == -1:
+        return "mixed_up"
+    if outcome.status == 0:
+        return f"error_{outcome.error}"
+    return f"{outcome.kind}_{outcome.status}"
 
 
 def server_usage(server: Server) -> tuple[float, int]:
@@ -68,42 +80,32 @@ def series(rng: random.Random, n: int, lo: int, hi: int, tag: str) -> list[dict[
     return out
 
 
-async def one_request(
-    client: httpx.AsyncClient, rng: random.Random, card: dict[str, Any], tag: str
-) -> tuple[str, float | None]:
-    """One request of the mix; returns (outcome key, latency or None)."""
+def mixed_traffic(url: str, card: dict[str, Any]) -> Traffic:
+    """The soak's mix: mostly one series, some of 2 to 32 at horizon 3, bad bodies,
+    `GET /model` and `GET /metrics`; each user draws from its own seeded generator."""
     lo, hi = int(card["min_history"]), int(card["max_history"]) + 20
-    roll = rng.random()
-    t0 = time.perf_counter()
-    try:
+    rngs: dict[int, random.Random] = {}
+    bad = [b'{"series": [{"values": [1, NaN]}]}', b'{"series": [', b"{}"]
+
+    def forecast(payload: dict[str, Any]) -> Request:
+        ids = tuple(s["id"] for s in payload["series"])
+        return Request(prebuilt_request(url, orjson.dumps(payload)), ids)
+
+    def traffic(user: int, turn: int) -> Request:
+        rng = rngs.setdefault(user, random.Random(user))
+        tag = f"c{user}r{turn + 1}"
+        roll = rng.random()
         if roll < 0.65:
-            payload: Any = {"series": series(rng, 1, lo, hi, tag)}
-        elif roll < 0.85:
-            payload = {"series": series(rng, rng.randint(2, 32), lo, hi, tag), "horizon": 3}
-        elif roll < 0.93:
-            payload = rng.choice(['{"series": [{"values": [1, NaN]}]}', '{"series": [', "{}"])
-        elif roll < 0.97:
-            r = await client.get("/model")
-            return f"model_{r.status_code}", None
-        else:
-            r = await client.get("/metrics")
-            return f"metrics_{r.status_code}", None
-        content = payload if isinstance(payload, str) else json.dumps(payload)
-        r = await client.post("/forecast", content=content)
-    except httpx.HTTPError as exc:
-        return f"error_{type(exc).__name__}", None
-    seconds = time.perf_counter() - t0
-    if r.status_code == 200:
-        ids = [f["id"] for f in r.json()["forecasts"]]
-        if ids != [s["id"] for s in payload["series"]]:
-            return "mixed_up", seconds
-        return "forecast_200", seconds
-    return f"forecast_{r.status_code}", None
+            return forecast({"series": series(rng, 1, lo, hi, tag)})
+        if roll < 0.85:
+            return forecast({"series": series(rng, rng.randint(2, 32), lo, hi, tag), "horizon": 3})
+        if roll < 0.93:
+            return Request(prebuilt_request(url, rng.choice(bad)))
+        if roll < 0.97:
+            return Request(prebuilt_request(url, method="GET", path="/model"), kind="model")
+        return Request(prebuilt_request(url, method="GET", path="/metrics"), kind="metrics")
 
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+    return traffic
 
 
 async def soak(
@@ -114,17 +116,6 @@ async def soak(
     current = Window()
     started = time.perf_counter()
     deadline = started + 60 * minutes
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-
-    async def client_loop(client: httpx.AsyncClient, k: int) -> None:
-        rng = random.Random(k)
-        i = 0
-        while time.perf_counter() < deadline:
-            i += 1
-            key, seconds = await one_request(client, rng, card, f"c{k}r{i}")
-            current.add(key, seconds)
-            if key.startswith("error_"):
-                await asyncio.sleep(0.05)
 
     async def sampler() -> None:
         nonlocal current
@@ -144,8 +135,17 @@ async def soak(
             windows.append(row)
             print(f"RELIABILITY: soak_window {json.dumps(row, separators=(',', ':'))}", flush=True)
 
-    async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as client:
-        await asyncio.gather(sampler(), *(client_loop(client, k) for k in range(clients)))
+    url = server.url + server.predict_path
+    await asyncio.gather(
+        sampler(),
+        closed_loop(
+            url,
+            clients,
+            mixed_traffic(url, card),
+            60 * minutes,
+            on_outcome=lambda outcome: current.add(outcome),
+        ),
+    )
     return windows
 
 

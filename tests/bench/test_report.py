@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from load_tests.bench import call_series, finite
-from load_tests.report import (
+from bench.benchmark import call_series, finite
+from bench.report import (
     BEGIN,
     END,
     floors,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from load_tests.profile_server import stacks, stage_shares, top_leaves
+from bench.profile_server import stacks, stage_shares, top_leaves
 
 COLLAPSED = "main;a;leaf_x 3\nmain;leaf_y 1\nnot a sample line\n;  \n"
 

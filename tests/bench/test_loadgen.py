@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from load_tests.loadgen import LoadResult, closed_loop
+from bench.loadgen import LoadResult, closed_loop, from_payloads
 from load_tests.payloads import History, payload_pool
 
 HORIZON = 3
@@ -84,10 +84,9 @@ def run(mode: str, users: int = 3) -> tuple[LoadResult, Stub]:
     async def main() -> LoadResult:
         server = await asyncio.start_server(stub.handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
+        url = f"http://127.0.0.1:{port}/forecast"
         async with server:
-            return await closed_loop(
-                f"http://127.0.0.1:{port}/forecast", PAYLOADS, users, HORIZON, 0.1, 0.3
-            )
+            return await closed_loop(url, users, from_payloads(url, PAYLOADS, HORIZON), 0.3, 0.1)
 
     return asyncio.run(main()), stub
 
@@ -95,7 +94,7 @@ def run(mode: str, users: int = 3) -> tuple[LoadResult, Stub]:
 @pytest.mark.parametrize("mode", ["length", "chunked"])
 def test_each_user_keeps_one_connection_and_every_answer_is_checked(mode: str) -> None:
     result, stub = run(mode)
-    assert (result.errors, result.warmup_errors, result.error_samples) == (0, 0, [])
+    assert (result.failed, result.warmup_errors, result.error_samples) == (0, 0, [])
     assert result.ok > 10
     assert len(result.latencies_ms) == result.ok
     assert stub.connections == 3
@@ -104,7 +103,7 @@ def test_each_user_keeps_one_connection_and_every_answer_is_checked(mode: str) -
 
 def test_a_server_that_closes_after_each_answer_gets_a_new_connection_each_time() -> None:
     result, stub = run("close")
-    assert (result.errors, result.warmup_errors) == (0, 0)
+    assert (result.failed, result.warmup_errors) == (0, 0)
     assert result.ok > 10
     assert stub.connections == stub.requests
 
@@ -115,15 +114,16 @@ def test_a_server_that_closes_after_each_answer_gets_a_new_connection_each_time(
 def test_wrong_answers_count_as_errors_not_throughput(mode: str, problem: str) -> None:
     result, _ = run(mode)
     assert result.ok == 0
-    assert result.errors > 10
+    assert result.failed > 10
     assert problem in result.error_samples[0]
 
 
 def test_a_server_that_is_not_there_is_an_error_not_a_hang() -> None:
     async def main() -> LoadResult:
-        return await closed_loop("http://127.0.0.1:9/forecast", PAYLOADS, 2, HORIZON, 0.05, 0.2)
+        url = "http://127.0.0.1:9/forecast"
+        return await closed_loop(url, 2, from_payloads(url, PAYLOADS, HORIZON), 0.2, 0.05)
 
     result = asyncio.run(main())
     assert result.ok == 0
-    assert result.errors > 0
+    assert result.failed > 0
     assert "ConnectionRefusedError" in result.error_samples[0]

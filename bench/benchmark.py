@@ -2,24 +2,25 @@
 
 Contenders (same `model.ts`, same M3 monthly payloads, each warmed up first):
 
-- **limit**: the model called in-process (load_tests/limit.py), packed and plain padded;
+- **limit**: the model called in-process (bench/limit.py), packed and plain padded;
 - **ours**: `bentoml serve` with adaptive batching, as shipped;
 - **nobatch**: the same service with batching off;
 - **torchserve**: TorchServe 0.12 with its own batching, one worker, our handler.
 
 The servers (and all their processes) run on one core, this script (the closed-loop load
-generator, load_tests/loadgen.py) on another. Server CPU time is the utime + stime of the
+generator, bench/loadgen.py) on another. Server CPU time is the utime + stime of the
 server's whole process tree over the measured window. Writes
-`load_tests/results/bench-<UTC>.json` and `latest.json`, `throughput_vs_p99.png`, and the
-tables into BENCHMARKS.md between its marker comments.
+`bench/results/bench-<UTC>.json` (git-ignored) and `latest.json`, `throughput_vs_p99.png`,
+and the tables into BENCHMARKS.md between its marker comments.
 
-    .venv/bin/python -m load_tests.bench                       # full run, ~15 min
-    .venv/bin/python -m load_tests.bench --duration 5 --reps 1 --standin   # smoke run
+    .venv/bin/python -m bench                       # full run, ~15 min (make bench)
+    .venv/bin/python -m bench --duration 5 --reps 1 --standin   # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import math
@@ -31,28 +32,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
-
-from load_tests import report
-from load_tests.loadgen import LoadResult, run_closed_loop
+from bench import report
+from bench.loadgen import LoadResult, from_payloads, run_closed_loop
+from bench.metrics import scrape, total
+from bench.servers import QUIET, ROOT, Server, TorchServe, serve_env
+from bench.standin import write_standin
 from load_tests.payloads import Payload, m3_monthly, payload_pool
-from load_tests.servers import (
-    ROOT,
-    Server,
-    bentoml_server,
-    read_torchserve_stats,
-    torchserve_server,
-)
-from load_tests.standin import write_standin
 
-RESULTS = ROOT / "load_tests" / "results"
+RESULTS = ROOT / "bench" / "results"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 
 
@@ -72,16 +64,8 @@ def nobatch_env() -> dict[str, str]:
 
 def call_series(metrics_text: str) -> tuple[float, float]:
     """(sum, count) of `forecaster_model_call_series` in a /metrics page; (0, 0) if absent."""
-    total = count = 0.0
-    for family in text_string_to_metric_families(metrics_text):
-        if family.name != "forecaster_model_call_series":
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_sum"):
-                total += sample.value
-            elif sample.name.endswith("_count"):
-                count += sample.value
-    return total, count
+    name = "forecaster_model_call_series"
+    return total(metrics_text, f"{name}_sum"), total(metrics_text, f"{name}_count")
 
 
 def machine() -> dict[str, Any]:
@@ -124,14 +108,13 @@ class Probe:
         return sum(other.cpu_seconds() for other in self.idle)
 
     async def counters(self) -> tuple[float, float]:
-        if self.server.name == "torchserve":
-            calls, series = read_torchserve_stats(self.server)
+        if isinstance(self.server, TorchServe):
+            calls, series = self.server.stats()
             return float(series), float(calls)
         if self.server.metrics_url is None:
             return 0.0, 0.0
-        async with httpx.AsyncClient() as client:
-            resp = await client.get(self.server.metrics_url, timeout=10.0)
-        return call_series(resp.text)
+        # In a thread: the users go on sending meanwhile, as they would with any client.
+        return call_series(await asyncio.to_thread(scrape, self.server))
 
     async def start(self) -> tuple[float, tuple[float, float], float, float]:
         counters = await self.counters()  # before the CPU reading: /metrics costs CPU too
@@ -157,7 +140,7 @@ def summarise(result: LoadResult) -> dict[str, Any]:
         "p50_ms": result.percentile_ms(50),
         "p95_ms": result.percentile_ms(95),
         "p99_ms": result.percentile_ms(99),
-        "errors": result.errors,
+        "errors": result.failed,
         "warmup_errors": result.warmup_errors,
         "server_cpu_s": cpu1 - cpu0,
         "client_cpu_s": client1 - client0,
@@ -184,13 +167,13 @@ def measure_window(
 ) -> dict[str, Any]:
     """One window of `users` closed-loop clients against `server`, after `warmup_s`."""
     probe = Probe(server, idle)
+    url = server.url + server.predict_path
     result = run_closed_loop(
-        server.base_url + server.predict_path,
-        payloads,
+        url,
         users,
-        horizon,
-        warmup_s,
+        from_payloads(url, payloads, horizon),
         args.duration,
+        warmup_s,
         on_start=probe.start,
         on_end=probe.end,
     )
@@ -205,7 +188,7 @@ def median_of(reps: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_contenders(
-    starters: dict[str, Callable[[], AbstractContextManager[Server]]],
+    starters: dict[str, Callable[[], Server]],
     single: list[Payload],
     bulk: list[Payload],
     horizon: int,
@@ -294,7 +277,7 @@ def run_limit(model_dir: Path, sizes: list[int], args: argparse.Namespace) -> di
         command = [
             sys.executable,
             "-m",
-            "load_tests.limit",
+            "bench.limit",
             "--model",
             str(model_dir),
             "--sizes",
@@ -404,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             "client_core": args.client_core,
             "load_generator": (
                 "closed loop, one keep-alive connection per user, uvloop + httptools "
-                "(load_tests/loadgen.py)"
+                "(bench/loadgen.py)"
             ),
             "service_env": args.service_env,
             "variant_env": args.variant_env,
@@ -413,23 +396,27 @@ def main(argv: list[str] | None = None) -> int:
                 "batch_size": args.ts_batch_size,
                 "max_batch_delay_ms": args.ts_delay_ms,
                 "workers": 1,
-                "logging": "warn (load_tests/torchserve/log4j2.xml)",
+                "logging": "warn (bench/torchserve/log4j2.xml)",
             },
         }
         if "limit" in args.contenders:
             print("[bench] limit: in-process model", flush=True)
             result["limit"] = run_limit(model_dir, sizes, args)
 
-        def ours(name: str, extra_env: dict[str, str]) -> Callable[[], Any]:
+        def ours(name: str, extra_env: dict[str, str]) -> Callable[[], Server]:
             """The service as shipped, plus `--service-env`, plus this contender's own."""
-            env = {**args.service_env, **extra_env}
-            return lambda: bentoml_server(model_dir, log_dir, env, args.server_core, name)
 
-        starters: dict[str, Callable[[], AbstractContextManager[Server]]] = {
+            def start() -> Server:
+                env = {**serve_env(model_dir, log_dir), **QUIET, **args.service_env, **extra_env}
+                return Server(env, cpus=args.server_core, name=name, log=log_dir / f"{name}.log")
+
+            return start
+
+        starters: dict[str, Callable[[], Server]] = {
             "ours": ours("ours", {}),
             "nobatch": ours("nobatch", nobatch),
-            "torchserve": lambda: torchserve_server(
-                model_dir, log_dir, args.ts_batch_size, args.ts_delay_ms, core=args.server_core
+            "torchserve": lambda: TorchServe(
+                model_dir, log_dir, args.ts_batch_size, args.ts_delay_ms, cpus=args.server_core
             ),
             "variant": ours("variant", args.variant_env),
         }

@@ -7,9 +7,9 @@ inside them. This drives `GET /model` (answered by the guard, no model call) thr
 arrangements on one uvloop event loop, pinned to one core, alternating repetitions, and
 prints the median µs per request:
 
-    .venv/bin/python -m load_tests.asgi_layers [--requests 20000 --reps 5 --core 0]
+    .venv/bin/python -m bench.asgi_layers [--requests 20000 --reps 5 --core 0]
 
-It writes the same figures to `load_tests/results/asgi-layers.json`.
+It writes the same figures to `bench/results/asgi-layers.json`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import uvloop
 
-from load_tests.bench import RESULTS, machine
+from bench.benchmark import RESULTS, machine
 from service.guard import ASGIApp, RequestGuard
 from service.service import GUARD_OPTIONS, Forecaster
 

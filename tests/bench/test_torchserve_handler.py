@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from bench.torchserve.handler import Forecaster
 from load_tests.payloads import check_forecast, payload_pool
-from load_tests.torchserve.handler import Forecaster
 
 
 class FakeContext:

@@ -3,7 +3,7 @@
 It follows docs/ARTIFACT.md exactly, so the service loads it like a trained model; its
 forecasts are meaningless but its cost per series is the real model's.
 
-    python -m load_tests.standin /tmp/standin     # writes model.ts + metadata.json
+    python -m bench.standin /tmp/standin     # writes model.ts + metadata.json
 """
 
 from __future__ import annotations

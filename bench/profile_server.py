@@ -5,7 +5,7 @@ other, samples every server process with py-spy for the measured window, and pri
 the share of samples spent in each stage (inclusive), so the CPU-ms per forecast can be
 set against the in-process limit.
 
-    .venv/bin/python -m load_tests.profile_server --users 32 --seconds 15
+    .venv/bin/python -m bench.profile_server --users 32 --seconds 15
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from load_tests.bench import RESULTS, Probe, model_directory, summarise
-from load_tests.loadgen import run_closed_loop
+from bench.benchmark import RESULTS, Probe, model_directory, summarise
+from bench.loadgen import from_payloads, run_closed_loop
+from bench.servers import BIN, QUIET, Server, serve_env
 from load_tests.payloads import payload_pool
-from load_tests.servers import BIN, bentoml_server
 
 # (stage, substrings of a "function (file:line)" frame). Each sample goes to the stage of
 # its deepest matching frame, so the shares are exclusive and add up to 100 %.
@@ -115,7 +115,12 @@ def main() -> None:
     with (
         model_directory(bench_args) as model_dir,
         tempfile.TemporaryDirectory() as logs,
-        bentoml_server(model_dir, Path(logs), env=env, core=args.server_core) as server,
+        Server(
+            {**serve_env(model_dir, Path(logs)), **QUIET, **env},
+            cpus=args.server_core,
+            name="ours",
+            log=Path(logs) / "ours.log",
+        ) as server,
     ):
         horizon = int(json.loads((model_dir / "metadata.json").read_text())["horizon"])
         probe = Probe(server)
@@ -137,10 +142,9 @@ def main() -> None:
             )  # fmt: skip
             return await probe.start()
 
-        url = server.base_url + server.predict_path
-        result = run_closed_loop(
-            url, single, args.users, horizon, 3.0, args.seconds, start, probe.end
-        )
+        url = server.url + server.predict_path
+        traffic = from_payloads(url, single, horizon)
+        result = run_closed_loop(url, args.users, traffic, args.seconds, 3.0, start, probe.end)
         spy[0].wait(timeout=args.seconds + 60)
     point = summarise(result)
     collapsed = raw.read_text(errors="replace")

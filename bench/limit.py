@@ -9,7 +9,7 @@ Two contenders on the same weights and the same M3 monthly batches:
   right-padded tensor, skipping packing. Its forecasts for short series differ (the
   LSTM also reads the padding), so it is a *cost* comparison only, for the benchmark.
 
-    taskset -c 0 python -m load_tests.limit --model models/m3-monthly --json out.json
+    taskset -c 0 python -m bench.limit --model models/m3-monthly --json out.json
 """
 
 from __future__ import annotations

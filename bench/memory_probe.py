@@ -8,7 +8,7 @@ fragmentation), not Python objects kept alive. `--threads 1` is the service's mo
 thread (`service.batcher`); `--threads 40` spreads the passes over a pool the size of
 starlette's, as a dispatcher running callbacks in that pool would.
 
-    .venv/bin/python -m load_tests.memory_probe --seconds 150 [--threads 40]
+    .venv/bin/python -m bench.memory_probe --seconds 150 [--threads 40]
 """
 
 from __future__ import annotations

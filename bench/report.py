@@ -1,9 +1,9 @@
 """Turning benchmark results into medians, floor checks, a markdown table and a plot.
 
-Pure functions over plain dicts (the JSON written under load_tests/results/), so the
+Pure functions over plain dicts (the JSON written under bench/results/), so the
 table can be regenerated from any saved run:
 
-    python -m load_tests.report load_tests/results/latest.json [--write BENCHMARKS.md]
+    python -m bench.report bench/results/latest.json [--write BENCHMARKS.md]
 """
 
 from __future__ import annotations
@@ -257,7 +257,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"{share['model_ms']:.2f} CPU-ms per series (packed limit, interpolated), so the "
             f"model is {100 * share['model_share']:.0f} % of the server's CPU and "
             f"{share['server_ms'] - share['model_ms']:.2f} ms goes to HTTP, framework and "
-            "batching overhead (profile: `python -m load_tests.profile_server`).",
+            "batching overhead (profile: `python -m bench.profile_server`).",
         ]
     lines += ["", "**Targets** (what a run must show)", "", "| floor | measured | needed | |"]
     lines.append("|---|---:|---:|---|")

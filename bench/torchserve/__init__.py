@@ -1,0 +1,1 @@
+"""The TorchServe contender: its handler (archived into the .mar), configuration and logging."""
