@@ -11,6 +11,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
@@ -113,3 +114,14 @@ def test_the_bento_installs_every_package_the_service_imports() -> None:
         if not {canonical(d) for d in distributions.get(module, [module])} & listed
     }
     assert not missing, f"bentofile.yaml python.packages lacks {sorted(missing)}"
+
+
+def test_the_bento_pins_exactly_the_runtime_dependencies() -> None:
+    """Guards against bentofile.yaml and pyproject.toml drifting apart: a package added to
+    (or a pin changed in) the runtime dependencies but not in the image, or the reverse,
+    or a training-only package (statsforecast, matplotlib) shipped in the image."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    bento = yaml.safe_load((ROOT / "bentofile.yaml").read_text())["python"]["packages"]
+    # bentoml is what the bento runs on: `bentoml build` adds its own version itself.
+    runtime = [str(r) for r in map(Requirement, declared) if r.name != "bentoml"]
+    assert sorted(str(Requirement(spec)) for spec in bento) == sorted(runtime)
