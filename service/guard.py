@@ -6,7 +6,11 @@ against the loaded model (400 malformed JSON, 422 broken rule, with the field, r
 and value received), then `answer` (the engine) for the forecast, and the request's
 status and latency in `forecaster_requests_total` / `forecaster_request_duration_seconds`.
 Reading the body and waiting for the answer are bounded by `timeout_s` (504 `timeout`), so
-a client that trickles its body cannot hold a connection open for ever.
+a client that trickles its body cannot hold a connection open for ever. A client that
+disconnects while its request waits is noticed (ASGI `http.disconnect`): the wait is
+cancelled, so the batcher skips its series, and it counts as code 499. Any other failure
+after validation is answered `500 model_error` in JSON and logged. After a 413 the rest of
+the body is read and dropped, within bounds, before the connection closes (`linger`).
 Going through BentoML's endpoint instead would parse the body a second time and pass
 starlette's routing and BentoML's HTTP middlewares: about a sixth of the server's CPU
 per request under load (docs/SERVING.md). `GET /model` answers the model card; every
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -38,15 +43,32 @@ FORECAST_PATH = "/forecast"
 MODEL_PATH = "/model"
 HEALTH_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
 METRICS_PATH = "/metrics"
+# forecaster_requests_total's code for a client that left before its answer (nginx's
+# "client closed request"); never sent, as nobody is there to read it.
+CLIENT_CLOSED = 499
+# After a 413 the client may still be sending: read and drop at most this much more of
+# its body, for at most this long, then close (nginx's lingering close). Closing at once
+# would reset the connection under a client that reads only after sending its whole body
+# (urllib, requests): it sees a broken pipe, never the 413.
+LINGER_MAX_BYTES = 64 * 1024 * 1024
+LINGER_MAX_S = 5.0
+
+logger = logging.getLogger("forecaster")
 
 
 async def send_json(
-    send: Send, status: int, body: bytes, headers: dict[str, str] | None = None
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    more_body: bool = False,
 ) -> None:
+    """The whole JSON response; with `more_body` the response is left open (the client has
+    every byte of it, Content-Length says so) until an empty last body message ends it."""
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": more_body})
 
 
 def declared_length(scope: Scope) -> int | None:
@@ -76,6 +98,36 @@ async def read_body(receive: Receive, max_bytes: int) -> bytes:
             return b"".join(chunks)
 
 
+async def linger(receive: Receive, send: Send, max_bytes: int, max_s: float) -> int:
+    """Read and drop the rest of a refused body (at most `max_bytes`, for at most `max_s`
+    seconds), then end the response left open, which closes the connection; bytes dropped."""
+    dropped = 0
+    try:
+        async with asyncio.timeout(max_s):
+            while dropped <= max_bytes:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    break
+                dropped += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+    except TimeoutError:
+        pass
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return dropped
+
+
+async def until_disconnect(receive: Receive, waiter: asyncio.Task[Any]) -> bool:
+    """Cancel `waiter` when the client disconnects; whether it did. The body has been read
+    whole, so the next message a server sends is `http.disconnect` (or, by the ASGI spec,
+    nothing)."""
+    message = await receive()
+    if message["type"] != "http.disconnect":
+        return False
+    waiter.cancel()
+    return True
+
+
 class RequestGuard:
     """ASGI middleware: answer /forecast and /model; pass all else through."""
 
@@ -90,12 +142,16 @@ class RequestGuard:
         token: str = "",
         auth_health: bool = False,
         auth_metrics: bool = False,
+        linger_max_bytes: int = LINGER_MAX_BYTES,
+        linger_max_s: float = LINGER_MAX_S,
     ) -> None:
         self.app = app
         self.limits = limits
         self.answer = answer
         self.max_body_bytes = max_body_bytes
         self.timeout_s = timeout_s
+        self.linger_max_bytes = linger_max_bytes
+        self.linger_max_s = linger_max_s
         self.card = json.dumps(card, allow_nan=False).encode()
         self._expected = f"Bearer {token}".encode() if token else b""
         self.auth_health = auth_health
@@ -148,13 +204,15 @@ class RequestGuard:
             status = await self.forecast(scope, receive, send)
         finally:
             metrics.IN_PROGRESS.dec()
-        if status:
-            count, latency = metrics.by_status(status)
-            count.inc()
-            latency.observe(time.perf_counter() - started)
+        count, latency = metrics.by_status(status)
+        count.inc()
+        latency.observe(time.perf_counter() - started)
+        if status == 413:  # answered, not counted as in progress while the rest is dropped
+            await linger(receive, send, self.linger_max_bytes, self.linger_max_s)
 
     async def forecast(self, scope: Scope, receive: Receive, send: Send) -> int:
-        """Answer one POST /forecast; its HTTP status, or 0 if the client left first."""
+        """Answer one POST /forecast; its HTTP status, or `CLIENT_CLOSED` if the client left
+        first. A 413 is left open, with Connection: close, for `linger` to end."""
         try:
             length = declared_length(scope)
             if length is not None and length > self.max_body_bytes:
@@ -165,7 +223,7 @@ class RequestGuard:
             try:
                 async with asyncio.timeout(self.timeout_s):
                     body = await read_body(receive, self.max_body_bytes)
-                    reply = await self.answer(parse_request(body, self.limits))
+                    reply = await self.answer_unless_gone(parse_request(body, self.limits), receive)
             except TimeoutError:
                 # Closing frees the connection of a client that may still be trickling.
                 raise ClientError(
@@ -175,9 +233,37 @@ class RequestGuard:
                 ) from None
         except ClientError as exc:
             metrics.REJECTIONS.labels(exc.reason).inc()
-            await send_json(send, exc.status, exc.body(), exc.headers)
+            if exc.status == 413:  # the client may still be sending: `linger` ends it
+                headers = {**exc.headers, "Connection": "close"}
+                await send_json(send, exc.status, exc.body(), headers, more_body=True)
+            else:
+                await send_json(send, exc.status, exc.body(), exc.headers)
             return exc.status
         except ConnectionAbortedError:
-            return 0
+            return CLIENT_CLOSED
+        except Exception:
+            # A bug or a model answer of the wrong shape: the client still gets JSON, not
+            # uvicorn's plain-text 500, and it is counted like every answer.
+            logger.exception("POST /forecast failed after validation")
+            error = ClientError("model_error", "the service failed on this request; see server log")
+            metrics.REJECTIONS.labels(error.reason).inc()
+            await send_json(send, error.status, error.body(), error.headers)
+            return error.status
         await send_json(send, 200, reply)
         return 200
+
+    async def answer_unless_gone(self, request: ForecastRequest, receive: Receive) -> bytes:
+        """The engine's answer, or `ConnectionAbortedError` once the client disconnects (the
+        wait is cancelled, so a queued request is skipped by the batcher, never run)."""
+        task = asyncio.current_task()
+        assert task is not None
+        watch = asyncio.create_task(until_disconnect(receive, task))
+        try:
+            return await self.answer(request)
+        except asyncio.CancelledError:
+            if not (watch.done() and not watch.cancelled() and watch.result()):
+                raise  # cancelled from outside (shutdown, timeout): not ours to swallow
+            task.uncancel()
+            raise ConnectionAbortedError("client disconnected while waiting") from None
+        finally:
+            watch.cancel()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY
 
 from service.errors import ClientError
@@ -32,7 +34,8 @@ class Downstream:
 def call(
     guard: RequestGuard, method: str, path: str, chunks: list[bytes], headers: list[Any]
 ) -> tuple[int, dict[bytes, bytes], bytes, int]:
-    """Run one request; returns status, headers, body and how many body chunks were read."""
+    """Run one request; returns status, headers, body and how many body chunks were read
+    before the answer started (after a 413 the guard drops the rest: see `linger`)."""
     pending = list(chunks)
     read = 0
     sent: list[dict[str, Any]] = []
@@ -41,7 +44,7 @@ def call(
         nonlocal read
         if not pending:
             return {"type": "http.disconnect"}
-        read += 1
+        read += not sent
         return {"type": "http.request", "body": pending.pop(0), "more_body": bool(pending)}
 
     async def send(message: dict[str, Any]) -> None:
@@ -266,3 +269,207 @@ def test_probes_and_metrics_can_require_the_token_too() -> None:
 def test_no_token_means_no_authentication() -> None:
     guard, _ = make()
     assert call(guard, "POST", "/forecast", [VALID], [])[0] == 200
+
+
+class Fails(Engine):
+    """An engine that breaks past validation, as a model answer of the wrong shape does."""
+
+    async def __call__(self, request: ForecastRequest) -> bytes:
+        raise IndexError("index 1 is out of bounds for axis 1 with size 1")
+
+
+def test_an_unexpected_error_after_validation_is_a_json_500_model_error_logged_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Guards against an unexpected exception reaching uvicorn, which answers a plain-text
+    500 that no forecaster metric counts and no client can parse."""
+    guard, _ = make(Fails())
+    before = rejections("model_error"), requests_answered(500)
+    with caplog.at_level(logging.ERROR, logger="forecaster"):
+        status, headers, body, _ = call(guard, "POST", "/forecast", [VALID], [])
+    assert (status, headers[b"content-type"]) == (500, b"application/json")
+    assert json.loads(body) == {
+        "error": "model_error",
+        "message": "the service failed on this request; see server log",
+        "detail": [],
+    }
+    assert (rejections("model_error"), requests_answered(500)) == (before[0] + 1, before[1] + 1)
+    [record] = [r for r in caplog.records if r.name == "forecaster"]
+    assert record.getMessage() == "POST /forecast failed after validation"
+    assert record.exc_info is not None and isinstance(record.exc_info[1], IndexError)
+
+
+def in_progress() -> float:
+    return REGISTRY.get_sample_value("forecaster_requests_in_progress") or 0.0
+
+
+def drive(guard: RequestGuard, receive: Any, headers: list[Any]) -> tuple[list[Any], float]:
+    """One POST /forecast: the messages sent and the seconds it took (at most 5)."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def run() -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        scope = {"type": "http", "method": "POST", "path": "/forecast", "headers": headers}
+        await asyncio.wait_for(guard(scope, receive, send), 5)
+        return loop.time() - started
+
+    return sent, asyncio.run(run())
+
+
+def test_a_client_that_disconnects_while_its_request_waits_is_499_and_its_wait_is_cancelled() -> (
+    None
+):
+    """Guards against a request whose client has left waiting on in the queue (its series
+    run for nobody) and being counted as a 200 (or, here, a 504 after the timeout)."""
+    engine = NeverAnswers()
+    guard = RequestGuard(Downstream(), LIMITS, engine, 1024, {"name": "tiny"}, timeout_s=1.0)
+    messages = [{"type": "http.request", "body": VALID, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await asyncio.sleep(0.05)  # the client leaves while its request waits
+        return {"type": "http.disconnect"}
+
+    before = requests_answered(499), requests_answered(200), requests_answered(504)
+    sent, seconds = drive(guard, receive, [])
+    assert (sent, engine.cancelled) == ([], True)
+    assert seconds < 0.5
+    assert (requests_answered(499), requests_answered(200), requests_answered(504)) == (
+        before[0] + 1,
+        before[1],
+        before[2],
+    )
+    assert in_progress() == 0
+
+
+class Slow(Engine):
+    """An engine that answers after a real wait (the event loop runs meanwhile)."""
+
+    async def __call__(self, request: ForecastRequest) -> bytes:
+        await asyncio.sleep(0.02)
+        return await super().__call__(request)
+
+
+def test_a_client_that_stays_gets_its_answer_and_no_watcher_is_left_behind() -> None:
+    """Guards against the disconnect watch cancelling a request whose client is still there,
+    or outliving its request (one task left per request)."""
+    messages = [{"type": "http.request", "body": VALID, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:  # a real server: nothing until the client leaves
+        if messages:
+            return messages.pop()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    guard = RequestGuard(Downstream(), LIMITS, Slow(), 1024, {"name": "tiny"})
+    before = requests_answered(200)
+    left: list[int] = []
+
+    async def run() -> list[dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/forecast", "headers": []}
+        await guard(scope, receive, send)
+        await asyncio.sleep(0)  # let a cancelled watcher finish
+        left.append(len(asyncio.all_tasks()))
+        return sent
+
+    sent = asyncio.run(run())
+    assert (sent[0]["status"], sent[1]["body"]) == (200, b'{"answered": 1}')
+    assert left == [1]  # only this test's own task
+    assert requests_answered(200) == before + 1
+
+
+class Client:
+    """`receive` of a client sending `chunks`, then silent (`stall`) or gone; logs reads."""
+
+    def __init__(self, chunks: list[bytes], stall: bool = False) -> None:
+        self.chunks = list(chunks)
+        self.stall = stall
+        self.events: list[str] = []
+
+    async def __call__(self) -> dict[str, Any]:
+        if not self.chunks:
+            if self.stall:
+                await asyncio.Event().wait()
+            return {"type": "http.disconnect"}
+        chunk = self.chunks.pop(0)
+        self.events.append(f"read {len(chunk)}")
+        return {"type": "http.request", "body": chunk, "more_body": self.stall or bool(self.chunks)}
+
+
+def lingering(guard: RequestGuard, client: Client, headers: list[Any]) -> tuple[list[str], float]:
+    """What happened, in order (reads, the answer's parts), and the seconds it took; every
+    answer says Connection: close and holds the whole 413 before the end of the response."""
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            client.events.append(f"start {message['status']}")
+            assert (b"connection", b"close") in message["headers"]
+        elif message.get("more_body"):
+            client.events.append(f"body {json.loads(message['body'])['message']}")
+        else:
+            client.events.append(f"end {message['body']!r}")
+
+    async def run() -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        scope = {"type": "http", "method": "POST", "path": "/forecast", "headers": headers}
+        await asyncio.wait_for(guard(scope, client, send), 5)
+        return loop.time() - started
+
+    seconds = asyncio.run(run())
+    return client.events, seconds
+
+
+DECLARED_3000 = [(b"content-length", b"3000")]
+
+
+def test_a_declared_oversize_is_answered_first_then_the_rest_is_read_and_dropped() -> None:
+    """Guards against closing under a client that is still sending (urllib then sees a
+    broken pipe, never the 413): the 413 goes out at once, and the connection closes
+    only once the body is read (nginx's lingering close)."""
+    guard, _ = make()
+    before = requests_answered(413)
+    got, _ = lingering(guard, Client([b"x" * 600] * 5), DECLARED_3000)
+    assert got == [
+        "start 413",
+        "body request body is 3000 B; the limit is 1024 B",
+        *["read 600"] * 5,
+        "end b''",
+    ]
+    assert requests_answered(413) == before + 1
+    assert in_progress() == 0
+
+
+def test_an_undeclared_oversize_is_answered_at_the_limit_then_the_rest_is_dropped() -> None:
+    guard, _ = make()
+    got, _ = lingering(guard, Client([b"x" * 600] * 5), [])
+    assert got == [
+        "read 600",
+        "read 600",
+        "start 413",
+        "body request body exceeds the limit of 1024 B",
+        *["read 600"] * 3,
+        "end b''",
+    ]
+
+
+def test_lingering_stops_at_its_byte_bound_and_at_its_time_bound() -> None:
+    """Guards against a client keeping a worker busy reading an endless refused body."""
+    downstream, card = Downstream(), {"name": "tiny"}
+    guard = RequestGuard(downstream, LIMITS, Engine(), 1024, card, linger_max_bytes=1000)
+    got, _ = lingering(guard, Client([b"x" * 600] * 9), DECLARED_3000)
+    assert got[2:] == ["read 600", "read 600", "end b''"]  # 1200 B dropped > 1000: closed
+    guard = RequestGuard(downstream, LIMITS, Engine(), 1024, card, linger_max_s=0.1)
+    got, seconds = lingering(guard, Client([b"x" * 600], stall=True), DECLARED_3000)
+    assert got[2:] == ["read 600", "end b''"]
+    assert 0.1 <= seconds < 1.0
