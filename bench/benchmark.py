@@ -146,8 +146,8 @@ def summarise(result: LoadResult) -> dict[str, Any]:
         "client_cpu_s": client1 - client0,
         "idle_contenders_cpu_s": idle1 - idle0,
         "client_cpu_ms_per_request": (
-            1000.0 * (client1 - client0) / (result.ok + result.errors)
-            if result.ok + result.errors
+            1000.0 * (client1 - client0) / (len(result.measured))
+            if len(result.measured)
             else None
         ),
         "cpu_ms_per_series": 1000.0 * (cpu1 - cpu0) / served if served else None,
