@@ -146,9 +146,7 @@ def summarise(result: LoadResult) -> dict[str, Any]:
         "client_cpu_s": client1 - client0,
         "idle_contenders_cpu_s": idle1 - idle0,
         "client_cpu_ms_per_request": (
-            1000.0 * (client1 - client0) / (len(result.measured))
-            if len(result.measured)
-            else None
+            1000.0 * (client1 - client0) / (len(result.measured)) if len(result.measured) else None
         ),
         "cpu_ms_per_series": 1000.0 * (cpu1 - cpu0) / served if served else None,
         "series_per_call": (s1 - s0) / (c1 - c0) if c1 > c0 else None,
