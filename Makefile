@@ -29,8 +29,11 @@ format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Retrains every shipped model, one after the other (DATASET=m3-quarterly for one).
 train: setup
-	$(BIN)/python -m training fit --dataset m3-monthly --name m3-monthly
+	for dataset in $(or $(DATASET),m3-monthly m3-quarterly m3-yearly m3-other); do \
+		$(BIN)/python -m training fit --dataset $$dataset || exit 1; \
+	done
 
 serve: setup
 	$(BIN)/bentoml serve

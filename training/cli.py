@@ -1,8 +1,9 @@
-"""`python -m training fit|evaluate|backtest`: train, evaluate and export forecasters."""
+"""`python -m training fit|evaluate|backtest|csv`: train, evaluate and export forecasters."""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -42,6 +43,7 @@ DEFAULT_MEMBERS = 4
 DEFAULT_HIDDEN = 32
 DEFAULT_LAYERS = 2
 DEFAULT_LOSS_SCALES = ("level",)
+DEFAULT_SEASONAL_BASE = True
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit_parser.add_argument(
         "--combine", choices=COMBINE_RULES, default="median", help="how members' quantiles meet"
+    )
+    fit_parser.add_argument(
+        "--seasonal-base",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_SEASONAL_BASE,
+        help="start each forecast from a learned blend of naive and seasonal naive",
     )
     fit_parser.add_argument("--layers", type=int, default=DEFAULT_LAYERS)
     fit_parser.add_argument("--hidden", type=int, default=DEFAULT_HIDDEN)
@@ -177,7 +185,27 @@ def build_parser() -> argparse.ArgumentParser:
     backtest_parser.add_argument(
         "--no-peers", action="store_true", help="skip AutoETS and AutoTheta"
     )
+
+    csv_parser = commands.add_parser(
+        "csv",
+        help="write an M3 set as a long-format CSV (the format fit --csv reads)",
+        description="Write an M3 set (in-sample and test parts) as series_id,timestamp,value.",
+    )
+    csv_parser.add_argument("--dataset", choices=DATASETS, required=True)
+    csv_parser.add_argument("--out", type=Path, required=True, help="CSV file to write")
     return parser
+
+
+def run_csv(args: argparse.Namespace) -> None:
+    series = load_m3(args.dataset)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["series_id", "timestamp", "value"])
+        for sid, history, future in zip(series.ids, series.train, series.test, strict=True):
+            whole = np.concatenate([history, future])
+            writer.writerows((sid, t, repr(float(v))) for t, v in enumerate(whole))
+    print(f"wrote {len(series)} series of {args.dataset} to {args.out}")
 
 
 def load_series(
@@ -239,6 +267,7 @@ def member_configs(args: argparse.Namespace, series: SeriesSet, longest: int) ->
             bidirectional=args.bidirectional,
             learned_init=args.learned_init,
             lookback=lookbacks[i % len(lookbacks)],
+            season_length=series.season_length if args.seasonal_base else 1,
         )
         for i in range(args.members)
     ]
@@ -411,7 +440,13 @@ def run_backtest(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        {"fit": run_fit, "evaluate": run_evaluate, "backtest": run_backtest}[args.command](args)
+        commands = {
+            "fit": run_fit,
+            "evaluate": run_evaluate,
+            "backtest": run_backtest,
+            "csv": run_csv,
+        }
+        commands[args.command](args)
     except (DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

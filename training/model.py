@@ -44,6 +44,9 @@ class ModelConfig:
     learned_init: bool = False
     # The member reads only each history's last `lookback` points (0: all of it).
     lookback: int = 0
+    # Above 1, the forecast starts from a blend of naive and seasonal naive (period
+    # `season_length`), weighted per step by a gate the network sets for each series.
+    season_length: int = 1
 
     def __post_init__(self) -> None:
         self.quantiles = tuple(float(q) for q in self.quantiles)
@@ -61,6 +64,8 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.season_length < 1:
+            raise ValueError(f"season_length must be >= 1, got {self.season_length}")
         if self.lookback < 0:
             raise ValueError(f"lookback must be >= 0 (0: the whole history), got {self.lookback}")
 
@@ -106,11 +111,14 @@ class StackedLSTMForecaster(nn.Module):
         self.c0 = nn.Parameter(
             torch.zeros(states, 1, config.hidden), requires_grad=config.learned_init
         )
+        self.season_length = config.season_length
         summary = config.hidden * self.directions
+        # Per step: Q quantile offsets, and with a season one more output, the gate.
+        self.outputs = self.n_quantiles + (1 if config.season_length > 1 else 0)
         self.head = nn.Sequential(
             nn.Linear(summary, summary),
             nn.GELU(),
-            nn.Linear(summary, config.horizon * self.n_quantiles),
+            nn.Linear(summary, config.horizon * self.outputs),
         )
 
     def recent(self, values: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -186,14 +194,30 @@ class StackedLSTMForecaster(nn.Module):
         inputs = torch.stack([normalised, change], dim=2)  # (B, W, 2)
         summary = self.encode(inputs, lengths)  # (B, H * directions)
 
-        raw = self.head(summary).view(batch, self.horizon, self.n_quantiles)  # (B, horizon, Q)
+        raw = self.head(summary).view(batch, self.horizon, self.outputs)  # (B, horizon, Q[+1])
+        q = self.n_quantiles
         # Lowest quantile free, the rest as positive increments: quantiles cannot cross.
-        increments = nn.functional.softplus(raw[:, :, 1:])  # (B, horizon, Q-1)
+        increments = nn.functional.softplus(raw[:, :, 1:q])  # (B, horizon, Q-1)
         normalised_q = torch.cumsum(
             torch.cat([raw[:, :, :1], increments], dim=2), dim=2
         )  # (B, horizon, Q)
-        # The head predicts offsets from the last observed value, in units of the scale.
+        if self.outputs > q:
+            gate = torch.sigmoid(raw[:, :, q])  # (B, horizon), 0: naive, 1: seasonal naive
+            base = gate * self.seasonal_naive(normalised, lengths)  # (B, horizon)
+            normalised_q = normalised_q + base.unsqueeze(2)  # (B, horizon, Q)
+        # Offsets from the last observed value, in units of the scale.
         return location.view(batch, 1, 1) + normalised_q * scale.view(batch, 1, 1)
+
+    def seasonal_naive(self, normalised: Tensor, lengths: Tensor) -> Tensor:
+        """The last full season repeated, (B, horizon), in normalised units (the last value
+        is 0 there); 0, the naive forecast, for a history shorter than one season."""
+        m = self.season_length
+        lengths = lengths.to(normalised.device)
+        steps = torch.arange(self.horizon, device=normalised.device)  # (horizon,)
+        index = (lengths - m).unsqueeze(1) + (steps % m).unsqueeze(0)  # (B, horizon)
+        seasonal = normalised.gather(1, index.clamp(min=0))  # (B, horizon)
+        long_enough = (lengths >= m).unsqueeze(1)  # (B, 1)
+        return torch.where(long_enough, seasonal, torch.zeros_like(seasonal))
 
 
 @dataclass

@@ -123,7 +123,7 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
     assert len(losses) <= result.best_epoch + train.patience
 
 
-@pytest.mark.parametrize("command", [[], ["fit"], ["evaluate"]])
+@pytest.mark.parametrize("command", [[], ["fit"], ["evaluate"], ["backtest"], ["csv"]])
 def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])
@@ -171,3 +171,19 @@ def test_csv_without_horizon_is_a_usage_error(
     path = write_csv(tmp_path / "ok.csv", seasonal_series(2, 40))
     assert main(["fit", "--csv", str(path)]) == 2
     assert "--csv needs --horizon and --season-length" in capsys.readouterr().err
+
+
+def test_csv_command_writes_m3_so_that_load_csv_gives_the_official_split(tmp_path: Path) -> None:
+    """Guards against an M3 CSV that fit --csv would split differently from the official
+    split (a lost test part, reordered points, rounded values)."""
+    from training.data import load_csv, load_m3
+
+    out = tmp_path / "other.csv"
+    assert main(["csv", "--dataset", "m3-other", "--out", str(out)]) == 0
+    official = load_m3("m3-other")
+    loaded = load_csv(out, official.horizon, official.season_length, 1)
+    assert loaded.ids == official.ids
+    for mine, theirs in zip(
+        loaded.train + loaded.test, official.train + official.test, strict=True
+    ):
+        assert np.array_equal(mine, theirs)

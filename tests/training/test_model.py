@@ -176,3 +176,41 @@ def test_config_rejects_bad_values(field: str, value: object, message: str) -> N
 def test_config_round_trips_through_dict() -> None:
     config = ModelConfig(horizon=7, quantiles=(0.25, 0.5, 0.75), bidirectional=True)
     assert ModelConfig.from_dict(config.to_dict()) == config
+
+
+def test_seasonal_base_is_the_seasonal_naive_forecast_when_the_gate_is_open() -> None:
+    """Guards against a seasonal base read from the wrong positions (padding, another
+    row, a season out of phase): with the gate forced open and zero offsets, the lowest
+    quantile must be exactly the last full season repeated, and a history shorter than
+    one season must fall back to its last value."""
+    model = make_model(season_length=4)
+    with torch.no_grad():
+        last = model.head[-1]
+        last.weight.zero_()
+        bias = last.bias.view(5, 4)  # (horizon, Q + gate)
+        bias[:, 0] = 0.0  # lowest quantile: no offset
+        bias[:, 1:3] = -40.0  # increments softplus(-40) ~ 0
+        bias[:, 3] = 40.0  # gate sigmoid(40) = 1: seasonal naive
+    values = torch.tensor(
+        [[1.0, 2.0, 3.0, 4.0, 5.0, 9.0, 7.0, 8.0, 99.0], [3.0, 6.0, 0, 0, 0, 0, 0, 0, 0]]
+    )
+    lengths = torch.tensor([8, 2])
+    with torch.inference_mode():
+        out = model(values, lengths)  # (2, 5, 3)
+        scripted = torch.jit.script(model)(values, lengths)
+    assert torch.allclose(out[0, :, 0], torch.tensor([5.0, 9.0, 7.0, 8.0, 5.0]), atol=1e-5)
+    assert torch.allclose(out[1, :, 0], torch.full((5,), 6.0), atol=1e-5)
+    assert torch.equal(scripted, out)
+
+
+def test_seasonal_base_keeps_batch_invariance_and_equivariance() -> None:
+    """Guards against the seasonal base breaking exactness or shift/scale equivariance."""
+    model = make_model(season_length=3)
+    values, lengths = random_batch(count=9, min_length=1, max_length=30, seed=9)
+    with torch.inference_mode():
+        alone = forecast_alone(model, values, lengths)
+        batched = model(values, lengths)
+        moved = model(values * 0.01 + 250.0, lengths)
+    scale = history_scale(values, lengths)
+    assert relative_error(batched, alone, scale) <= 1e-5
+    assert relative_error(moved, batched * 0.01 + 250.0, scale * 0.01) <= 1e-4
