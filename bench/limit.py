@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from load_tests.payloads import History, m3_monthly
-from training.model import ModelConfig, StackedLSTMForecaster
+from training.model import StackedLSTMForecaster, rebuild
 from training.windows import pad_right
 
 ModelFn = Callable[[Tensor, Tensor], Tensor]
@@ -52,7 +52,7 @@ def load_models(model_dir: Path) -> tuple[dict[str, Any], ModelFn, ModelFn]:
     metadata = json.loads((model_dir / "metadata.json").read_text())
     scripted = torch.jit.load(str(model_dir / metadata["model_file"]), map_location="cpu")
     scripted.eval()
-    padded = PaddedForecaster(ModelConfig.from_dict(metadata["model_config"]))
+    padded = rebuild(metadata["model_config"], member=PaddedForecaster)
     padded.load_state_dict(scripted.state_dict())
     padded.eval()
     return metadata, scripted, padded

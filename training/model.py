@@ -295,3 +295,15 @@ def pinball_loss(forecast: Tensor, target: Tensor, quantiles: Tensor, scale: Ten
     error = (target.unsqueeze(2) - forecast) / scale.view(-1, 1, 1)  # (B, H, Q)
     q = quantiles.view(1, 1, -1)  # (1, 1, Q)
     return torch.maximum(q * error, (q - 1.0) * error).mean()
+
+
+def rebuild(
+    model_config: dict[str, Any], member: type[StackedLSTMForecaster] = StackedLSTMForecaster
+) -> nn.Module:
+    """An untrained module of the shape metadata.json's `model_config` describes: an
+    ensemble (`members`) or a single forecaster; `member` may be a subclass of the
+    forecaster. Load the exported file's state_dict into it for its weights."""
+    if "members" not in model_config:
+        return member(ModelConfig.from_dict(model_config))
+    config = EnsembleConfig.from_dict(model_config)
+    return EnsembleForecaster([member(m) for m in config.members], config.combine)
