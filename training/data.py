@@ -10,19 +10,33 @@ that an export with extra fields (a unit, a source) loads without editing; a mis
 required column still fails as "missing column". Timestamps are integers or ISO-8601
 dates/times (`2024-01`, `2024-01-31`, `2024-01-31T12:00`), one kind per file, and each
 series is sorted by its parsed timestamps before the last `horizon` points become its
-test part. Every problem in a file raises `DataError` whose text is one line naming the
-file, the line (1-based, the header is line 1), the series and the rule that was broken.
+test part.
+
+A model sees a series as values one step apart, so each series must be equally spaced:
+integers by one fixed step; dates by a fixed number of calendar months (monthly,
+quarterly, yearly), all on the same day of the month or all on month-ends
+(2020-01-31, 2020-02-29, 2020-03-31 is monthly); other dates and date-times by one fixed
+duration (daily, hourly, weekly). Whether a series steps by months is read from its first
+two points; its step is the one most of its points are apart (the smallest of a tie), so
+a missing point is reported as a gap and an odd one as a mixed step, at the first in time.
+
+Every problem in a file raises `DataError` whose text is one line naming the file, the
+line (1-based, the header is line 1), the series and the rule that was broken.
 """
 
 from __future__ import annotations
 
+import calendar
 import csv
+import itertools
 import math
 import re
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -47,6 +61,7 @@ _AWARE = "ISO date/time with UTC offset"
 _YEAR_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
 Timestamp = int | datetime
+_Step = TypeVar("_Step", int, timedelta)
 
 
 class DataError(Exception):
@@ -119,6 +134,7 @@ class _Series:
     first_line: int
     points: list[tuple[Timestamp, float]]
     line_of: dict[Timestamp, int]  # timestamp -> line, to name both rows of a duplicate
+    text_of: dict[Timestamp, str]  # timestamp -> as written, for messages
 
 
 def load_csv(
@@ -148,6 +164,7 @@ def load_csv(
     train: list[np.ndarray] = []
     test: list[np.ndarray] = []
     for sid, s in series.items():
+        _check_spacing(path, sid, s)
         if len(s.points) < needed:
             raise DataError(
                 f"{path}, line {s.first_line}, series {sid!r}: series must have at least "
@@ -206,17 +223,126 @@ def _parse_rows(path: Path, handle: Iterator[str]) -> dict[str, _Series]:
                 f"{kind[1]}), got {stamp_kind} {raw_ts!r}"
             )
         value = _parse_value(where, raw_value)
-        s = series.setdefault(sid, _Series(first_line=line, points=[], line_of={}))
+        s = series.setdefault(sid, _Series(first_line=line, points=[], line_of={}, text_of={}))
         if stamp in s.line_of:
             raise DataError(
                 f"{where}: timestamps must be unique within a series, got {raw_ts!r} "
                 f"again (first on line {s.line_of[stamp]})"
             )
         s.line_of[stamp] = line
+        s.text_of[stamp] = raw_ts
         s.points.append((stamp, value))
     if not series:
         raise DataError(f"{path}: file has a header but no data rows")
     return series
+
+
+def _check_spacing(path: Path, sid: str, s: _Series) -> None:
+    """Raise DataError at the first point, in time order, that breaks the series' spacing."""
+    stamps: list[Timestamp] = sorted(s.line_of)  # unique, and all of one kind
+    if len(stamps) < 3:
+        return  # one step cannot disagree with itself
+    ints = [t for t in stamps if isinstance(t, int)]
+    if ints:
+        _check_steps(path, sid, s, stamps, [b - a for a, b in itertools.pairwise(ints)], str)
+        return
+    dates = [t for t in stamps if isinstance(t, datetime)]
+    anchor = _month_anchor(dates[0], dates[1])
+    if anchor is None:
+        # Not stepping by months: one fixed duration, counted in absolute time.
+        steps = [b - a for a, b in itertools.pairwise(dates)]
+        _check_steps(path, sid, s, stamps, steps, _duration)
+        return
+    first = dates[0]
+    for stamp in dates[2:]:
+        if stamp.time() != first.time():
+            rule = f"the time of day {first.time().isoformat()}"
+        elif anchor == _MONTH_END and not _is_month_end(stamp):
+            rule = "month-ends"
+        elif anchor != _MONTH_END and stamp.day != anchor:
+            rule = f"day {anchor} of the month"
+        else:
+            continue
+        raise DataError(
+            f"{_where(path, sid, s, stamp)}: dates stepping by months must all fall on "
+            f"{rule}, like {s.text_of[first]!r} on line {s.line_of[first]}, "
+            f"got {s.text_of[stamp]!r}"
+        )
+    months = [_month_index(b) - _month_index(a) for a, b in itertools.pairwise(dates)]
+    _check_steps(path, sid, s, stamps, months, _months)
+
+
+_MONTH_END = 0  # a day of the month no date has: stands for "the last day"
+
+
+def _month_anchor(first: datetime, second: datetime) -> int | None:
+    """The day of the month a series stepping by months keeps, or None if it does not.
+
+    Two month-ends step by months (2020-01-31, 2020-02-29); so do two dates on the same
+    day of the month at the same time of day. Anything else steps by a fixed duration.
+    """
+    if first.time() != second.time():
+        return None
+    if _is_month_end(first) and _is_month_end(second):
+        return _MONTH_END
+    return first.day if first.day == second.day else None
+
+
+def _is_month_end(stamp: datetime) -> bool:
+    return stamp.day == calendar.monthrange(stamp.year, stamp.month)[1]
+
+
+def _month_index(stamp: datetime) -> int:
+    return stamp.year * 12 + stamp.month - 1
+
+
+def _check_steps(
+    path: Path,
+    sid: str,
+    s: _Series,
+    stamps: Sequence[Timestamp],
+    steps: list[_Step],
+    describe: Callable[[_Step], str],
+) -> None:
+    """Each step must be the series' usual one; a multiple of it is a gap, anything else mixed."""
+    counts = Counter(steps)
+    usual = min(counts, key=lambda step: (-counts[step], step))
+    for i, step in enumerate(steps):
+        if step == usual:
+            continue
+        before, after = stamps[i], stamps[i + 1]
+        if step > usual and not step % usual:  # 0 and timedelta(0) are both false
+            missing = step // usual - 1
+            problem = f"a gap of {missing} missing point{'' if missing == 1 else 's'}"
+        else:
+            problem = f"a step of {describe(step)}"
+        raise DataError(
+            f"{_where(path, sid, s, after)}: timestamps must be equally spaced (the series "
+            f"steps by {describe(usual)}), got {s.text_of[after]!r} after "
+            f"{s.text_of[before]!r} on line {s.line_of[before]}: {problem}"
+        )
+
+
+def _where(path: Path, sid: str, s: _Series, stamp: Timestamp) -> str:
+    return f"{path}, line {s.line_of[stamp]}, series {sid!r}"
+
+
+def _months(count: int) -> str:
+    if count % 12 == 0:
+        return _plural(count // 12, "year")
+    return "1 quarter" if count == 3 else _plural(count, "month")
+
+
+def _duration(step: timedelta) -> str:
+    seconds = step.total_seconds()
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds % size == 0:
+            return _plural(int(seconds // size), unit)
+    return str(step)
+
+
+def _plural(count: int, unit: str) -> str:
+    return f"{count} {unit}{'' if count == 1 else 's'}"
 
 
 def _column_indices(path: Path, header: list[str]) -> dict[str, int]:

@@ -94,9 +94,9 @@ def test_load_csv_order_sort_and_split(tmp_path: Path) -> None:
 
 def test_load_csv_integer_timestamps_sort_numerically(tmp_path: Path) -> None:
     """Guards against sorting timestamps as strings ("10" before "9")."""
-    rows = "".join(f"s,{t},{t}\n" for t in (10, 9, 8, 11, 1))
+    rows = "".join(f"s,{t},{t}\n" for t in (10, 9, 8, 11, 7))
     data = load_csv(write(tmp_path, "series_id,timestamp,value\n" + rows), 2, 1, min_train_length=3)
-    assert data.train[0].tolist() == [1.0, 8.0, 9.0]
+    assert data.train[0].tolist() == [7.0, 8.0, 9.0]
     assert data.test[0].tolist() == [10.0, 11.0]
 
 
@@ -210,3 +210,155 @@ def test_line_numbers_count_multiline_quoted_fields(tmp_path: Path) -> None:
     """Guards against csv record numbers being reported instead of file line numbers."""
     path = write(tmp_path, 'series_id,timestamp,value,note\na,1,1,"two\nlines"\na,2,x,ok\n')
     assert load_error(path) == f"{path}, line 4, series 'a': value must be a number, got 'x'"
+
+
+def spaced(tmp_path: Path, *stamps: str) -> Path:
+    """A one-series file `a` with these timestamps, in this order, values 1, 2, ..."""
+    rows = "".join(f"a,{stamp},{k}\n" for k, stamp in enumerate(stamps, start=1))
+    return write(tmp_path, "series_id,timestamp,value\n" + rows)
+
+
+@pytest.mark.parametrize(
+    "stamps",
+    [
+        ("2020-01-31", "2020-02-29", "2020-03-31", "2020-04-30", "2020-06-30"),
+        ("2020-01", "2020-02", "2020-03", "2020-04", "2020-06"),
+        ("2020-01-01", "2020-04-01", "2020-07-01", "2020-10-01", "2021-04-01"),
+        ("2020-03-31", "2020-06-30", "2020-09-30", "2020-12-31", "2021-06-30"),
+        ("2019-01-01", "2020-01-01", "2021-01-01", "2022-01-01", "2024-01-01"),
+        ("2020-12-31", "2021-12-31", "2022-12-31", "2023-12-31", "2025-12-31"),
+        ("2020-02-28", "2020-02-29", "2020-03-01", "2020-03-02", "2020-03-04"),
+        (
+            "2020-03-29T00:00",
+            "2020-03-29T01:00",
+            "2020-03-29T02:00",
+            "2020-03-29T03:00",
+            "2020-03-29T05:00",
+        ),
+        (
+            "2020-03-29T00:00+01:00",
+            "2020-03-29T01:00+01:00",
+            "2020-03-29T03:00+02:00",
+            "2020-03-29T04:00+02:00",
+            "2020-03-29T06:00+02:00",
+        ),
+        ("1", "2", "3", "4", "6"),
+        ("1990", "1995", "2000", "2005", "2015"),
+    ],
+    ids=[
+        "month-ends",
+        "year-months",
+        "quarter-starts",
+        "quarter-ends",
+        "years",
+        "year-ends",
+        "days-over-a-leap-day",
+        "hours",
+        "hours-across-dst",
+        "integers",
+        "every-5",
+    ],
+)
+def test_equally_spaced_series_load_and_a_gap_is_named(
+    tmp_path: Path, stamps: tuple[str, ...]
+) -> None:
+    """Guards against rejecting regular calendar series (month-ends, quarters, years,
+    daily over a leap day, hourly across a change of UTC offset), or letting a missing
+    point through: the first four stamps load, and the fifth comes one step late."""
+    data = load_csv(spaced(tmp_path, *stamps[:4]), horizon=1, season_length=1, min_train_length=1)
+    assert data.train[0].tolist() == [1.0, 2.0, 3.0] and data.test[0].tolist() == [4.0]
+    path = spaced(tmp_path, *stamps)
+    assert load_error(path).startswith(
+        f"{path}, line 6, series 'a': timestamps must be equally spaced"
+    )
+    assert load_error(path).endswith(
+        f"got '{stamps[4]}' after '{stamps[3]}' on line 5: a gap of 1 missing point"
+    )
+
+
+def test_gap_in_months(tmp_path: Path) -> None:
+    """Guards against a missing month going unnoticed (it would shift every season)."""
+    path = spaced(tmp_path, "2020-01-31", "2020-02-29", "2020-05-31", "2020-06-30")
+    assert load_error(path) == (
+        f"{path}, line 4, series 'a': timestamps must be equally spaced (the series steps by "
+        "1 month), got '2020-05-31' after '2020-02-29' on line 3: a gap of 2 missing points"
+    )
+
+
+def test_gap_in_quarters_reported_on_the_later_rows_line(tmp_path: Path) -> None:
+    """Guards against naming the wrong row when the file is not in time order."""
+    path = write(
+        tmp_path,
+        "series_id,timestamp,value\n"
+        "b,2020-01-01,1\nb,2020-01-02,2\nb,2020-01-03,3\n"
+        "a,2021-01-01,4\na,2020-01-01,1\na,2020-04-01,2\na,2020-07-01,3\n",
+    )
+    assert load_error(path) == (
+        f"{path}, line 5, series 'a': timestamps must be equally spaced (the series steps by "
+        "1 quarter), got '2021-01-01' after '2020-07-01' on line 8: a gap of 1 missing point"
+    )
+
+
+def test_mixed_integer_step(tmp_path: Path) -> None:
+    """Guards against a step that is no multiple of the usual one (a point out of place)."""
+    path = spaced(tmp_path, "0", "2", "4", "7", "9")
+    assert load_error(path) == (
+        f"{path}, line 5, series 'a': timestamps must be equally spaced (the series steps by "
+        "2), got '7' after '4' on line 4: a step of 3"
+    )
+
+
+def test_mixed_step_shorter_than_usual(tmp_path: Path) -> None:
+    """Guards against an extra half-hour point being taken for the series' step."""
+    path = spaced(
+        tmp_path,
+        "2024-01-01T00:00",
+        "2024-01-01T01:00",
+        "2024-01-01T01:30",
+        "2024-01-01T02:30",
+        "2024-01-01T03:30",
+    )
+    assert load_error(path) == (
+        f"{path}, line 4, series 'a': timestamps must be equally spaced (the series steps by "
+        "1 hour), got '2024-01-01T01:30' after '2024-01-01T01:00' on line 3: a step of 30 minutes"
+    )
+
+
+def test_first_step_may_be_the_gap(tmp_path: Path) -> None:
+    """Guards against taking the first step as the series' step: daily data missing its
+    second day is one gap, not a run of mixed steps."""
+    path = spaced(tmp_path, "2024-01-01", "2024-01-03", "2024-01-04", "2024-01-05")
+    assert load_error(path) == (
+        f"{path}, line 3, series 'a': timestamps must be equally spaced (the series steps by "
+        "1 day), got '2024-01-03' after '2024-01-01' on line 2: a gap of 1 missing point"
+    )
+
+
+def test_monthly_dates_off_their_day(tmp_path: Path) -> None:
+    """Guards against a monthly series with one date on another day passing as monthly."""
+    path = spaced(tmp_path, "2020-01-31", "2020-02-29", "2020-03-30", "2020-04-30")
+    assert load_error(path) == (
+        f"{path}, line 4, series 'a': dates stepping by months must all fall on month-ends, "
+        "like '2020-01-31' on line 2, got '2020-03-30'"
+    )
+    path = spaced(tmp_path, "2020-01-15", "2020-02-15", "2020-03-16")
+    assert load_error(path) == (
+        f"{path}, line 4, series 'a': dates stepping by months must all fall on day 15 of the "
+        "month, like '2020-01-15' on line 2, got '2020-03-16'"
+    )
+    path = spaced(tmp_path, "2020-01-01", "2020-02-01", "2020-03-01T12:00")
+    assert load_error(path) == (
+        f"{path}, line 4, series 'a': dates stepping by months must all fall on the time of "
+        "day 00:00:00, like '2020-01-01' on line 2, got '2020-03-01T12:00'"
+    )
+
+
+def test_spacing_is_checked_per_series(tmp_path: Path) -> None:
+    """Guards against comparing steps across series: each may start, and step, on its own."""
+    path = write(
+        tmp_path,
+        "series_id,timestamp,value\n"
+        "a,1,1\nb,100,1\na,2,2\nb,110,2\na,3,3\nb,120,3\nc,5,1\nc,6,2\nc,7,3\n",
+    )
+    data = load_csv(path, horizon=1, season_length=1, min_train_length=2)
+    assert data.ids == ["a", "b", "c"]
