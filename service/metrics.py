@@ -2,14 +2,20 @@
 
 Names follow `forecaster_<what>_<unit>`; labels have few values. Under `bentoml serve`
 prometheus-client runs in multiprocess mode (BentoML sets PROMETHEUS_MULTIPROC_DIR), so
-each worker writes its samples to files that /metrics aggregates.
+each worker writes its samples to files that /metrics aggregates. A worker that dies
+without marking itself dead (SIGKILL, OOM) would leave its last gauge values in those
+sums, so each worker forgets such processes' gauges as it starts (`forget_dead_processes`).
 """
 
 from __future__ import annotations
 
+import os
+import re
 from functools import cache
+from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.multiprocess import mark_process_dead
 
 REQUESTS = Counter(
     "forecaster_requests",
@@ -83,3 +89,35 @@ MODEL_INFO = Gauge(
 def by_status(code: int) -> tuple[Counter, Histogram]:
     """The request counter and latency histogram of one HTTP status (looked up once)."""
     return REQUESTS.labels(str(code)), LATENCY.labels(str(code))
+
+
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]*_(\d+)\.db")
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, killed and not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):  # no /proc: trust the signal check
+        return True
+    return state not in ("Z", "X")
+
+
+def forget_dead_processes(path: str | None = None) -> list[int]:
+    """Remove the live-gauge files of processes that are gone from the multiprocess
+    directory (`path`, else $PROMETHEUS_MULTIPROC_DIR); the pids removed. Counters and
+    histograms of those processes stay: what they counted did happen."""
+    path = path or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path or not os.path.isdir(path):
+        return []
+    pids = {int(m[1]) for name in os.listdir(path) if (m := _LIVE_GAUGE_FILE.fullmatch(name))}
+    dead = sorted(pid for pid in pids if not alive(pid))
+    for pid in dead:
+        mark_process_dead(pid, path)
+    return dead

@@ -136,6 +136,10 @@ class Forecaster:
 
     def __init__(self) -> None:
         torch.set_num_threads(SETTINGS.torch_threads)
+        # A worker killed before (this may be its replacement) left its gauges' last values.
+        gone = metrics.forget_dead_processes()
+        if gone:
+            logger.warning("dropped the gauge values of worker processes gone: %s", gone)
         self.engine = ENGINE
         self.ready = False
         metrics.MODEL_INFO.labels(ARTIFACT.name, ARTIFACT.version).set(1)
