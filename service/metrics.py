@@ -19,7 +19,7 @@ from prometheus_client.multiprocess import mark_process_dead
 
 REQUESTS = Counter(
     "forecaster_requests",
-    "POST /forecast requests answered, by HTTP status code.",
+    "POST /forecast requests answered, by HTTP status code (499: the client left first).",
     ["code"],
 )
 LATENCY = Histogram(
