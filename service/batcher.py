@@ -116,7 +116,9 @@ class Batcher(Generic[Item, Answer]):
         size = self._size(item)
         admit(self._pending, size, self.max_queue_series)
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(item, size, time.perf_counter(), loop.create_future())
+        waiting: _Waiting[Item, Answer] = _Waiting(
+            item, size, time.perf_counter(), loop.create_future()
+        )
         self._queue.append(waiting)
         self._pending += size
         self._arrivals += 1

@@ -70,7 +70,8 @@ class Engine:
         """(B, T) float32, (B,) int64 -> (B, H, Q) float32."""
         with torch.inference_mode():
             out = self.module(torch.from_numpy(values), torch.from_numpy(lengths))  # (B, H, Q)
-        return out.numpy()
+        result: np.ndarray = out.numpy()
+        return result
 
     def observe_pass(self, batch: SubBatch, padding: float, seconds: float) -> None:
         if self.recording:

@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from service.errors import FieldError, from_validation_error, validation_failed
 
 # Strict: "1.5", true and null are type errors, not silently coerced; ints are fine.
 Value = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
-EXAMPLE_VALUES = [112.0, 118.0, 132.0, 129.0, 121.0, 135.0, 148.0, 148.0, 136.0, 119.0, 104.0]
+EXAMPLE_VALUES: list[JsonValue] = [112.0, 118.0, 132.0, 129.0, 121.0, 135.0, 148.0]
+EXAMPLE_VALUES += [148.0, 136.0, 119.0, 104.0]
 EXAMPLE_VALUES += [118.0, 115.0, 126.0, 141.0, 135.0, 125.0, 149.0, 170.0, 170.0, 158.0]
 
 

@@ -107,7 +107,7 @@ GUARD_OPTIONS: dict[str, Any] = {
 GUARD_OUTSIDE = not (SETTINGS.trace_requests or SETTINGS.access_log)
 
 
-class GuardedService(bentoml.Service):  # type: ignore[type-arg]
+class GuardedService(bentoml.Service):
     """A BentoML service whose ASGI app is wrapped by `RequestGuard` (see GUARD_OUTSIDE)."""
 
     def to_asgi(self, is_main: bool = True) -> ASGIApp:
@@ -201,4 +201,5 @@ class Forecaster:
 
 
 if not GUARD_OUTSIDE:
-    Forecaster.add_asgi_middleware(RequestGuard, **GUARD_OPTIONS)
+    # @bentoml.service made Forecaster a bentoml.Service; mypy ignores class decorators.
+    Forecaster.add_asgi_middleware(RequestGuard, **GUARD_OPTIONS)  # type: ignore[attr-defined]

@@ -61,7 +61,10 @@ def _smape_points(actual: np.ndarray, forecast: np.ndarray) -> np.ndarray:
     numerator = 200.0 * np.abs(actual - forecast)
     denominator = np.abs(actual) + np.abs(forecast)
     # The denominator is 0 only where both are 0, and then so is the numerator.
-    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator != 0)
+    points: np.ndarray = np.divide(
+        numerator, denominator, out=np.zeros_like(numerator), where=denominator != 0
+    )
+    return points
 
 
 def smape_per_series(actual: Series, forecast: Series) -> np.ndarray:
