@@ -5,15 +5,7 @@ validates the body and hands it to `Engine.answer`, whose batcher merges the ser
 concurrent requests into few forward passes (packed by `service.batching`). With
 `FORECASTER_BATCHING=false` each request runs alone.
 
-Why not a batchable `@bentoml.api`: such an API takes exactly one batched parameter, so
-per-request `horizon`/`quantiles` could not sit beside `series`, and a batchable method
-called from another endpoint of the same service is not batched. The documented way
-around it, a front service calling a batchable model service through `bentoml.depends`,
-was measured here: it doubled the latency of a single-series request (7.6 -> 14.3 ms)
-and under 32 concurrent clients the inter-process hop failed with aiohttp
-"Server disconnected" errors (500s). BentoML's own batcher driven in-process works but
-waits on a latency model and forms smaller batches than `service.batcher` (see
-docs/SERVING.md).
+Why its own batcher and not a batchable `@bentoml.api`: docs/SERVING.md.
 """
 
 from __future__ import annotations
@@ -100,7 +92,7 @@ GUARD_OPTIONS: dict[str, Any] = {
 }
 # BentoML's per-request HTTP layers (its traffic metrics, tracing, the request timeout,
 # the access log) cost about 35 us a request, a twentieth of a batched forecast's CPU
-# (python -m load_tests.asgi_layers; docs/SERVING.md). So the guard wraps BentoML's
+# (python -m bench.asgi_layers; docs/SERVING.md). So the guard wraps BentoML's
 # whole app and answers /forecast before them, with its own timeout and metrics. Only
 # when tracing or the access log is asked for does it go inside, where those layers
 # see /forecast too.

@@ -34,9 +34,9 @@ class Settings(BaseSettings):
     trace_requests: bool = Field(
         default=False,
         description=(
-            "Run /forecast through BentoML's OpenTelemetry middleware. Off by default: with "
-            "no exporter configured it only costs CPU (about a sixth of the server's time "
-            "per request under load, see BENCHMARKS.md)."
+            "Run /forecast and /model through BentoML's OpenTelemetry middleware. Off by "
+            "default: with no exporter configured it only costs CPU (docs/LOAD.md, tuning "
+            "notes)."
         ),
     )
     access_log: bool = Field(
@@ -108,7 +108,8 @@ class Settings(BaseSettings):
         ),
     )
     auth_health: bool = Field(
-        default=False, description="With api_token set, require it on /livez, /readyz too."
+        default=False,
+        description="With api_token set, require it on /livez, /readyz, /healthz too.",
     )
     auth_metrics: bool = Field(
         default=False, description="With api_token set, require it on /metrics too."
@@ -124,7 +125,9 @@ class Settings(BaseSettings):
         ),
     )
     retry_after_s: int = Field(
-        default=1, ge=0, description="Retry-After header value on 503 (overloaded)."
+        default=1,
+        ge=0,
+        description="Retry-After header value on every 503 (overloaded, queue_full).",
     )
     warmup_rounds: int = Field(
         default=12,
