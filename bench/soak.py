@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.soak --minutes 1     # a short run
 
 The server is pinned to CPU 0 and this client (bench/loadgen.py) to CPU 1 (`taskset`; see
-DESIGN.md). Every `--sample-s` seconds it records the server's RSS (all its processes),
+BENCHMARKS.md, method). Every `--sample-s` seconds it records the server's RSS (all its processes),
 open file descriptors and the window's latency; it prints one `RELIABILITY: soak_window
 ...` line per window and a start-vs-end summary. Exit status 1 on any 5xx, any request
 without an answer, a mixed-up answer, or growth beyond noise (RSS or fds of the last

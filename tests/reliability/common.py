@@ -76,7 +76,8 @@ async def closed_loop(
 
 @contextlib.contextmanager
 def pinned(cpus: set[int]) -> Iterator[None]:
-    """Run this (client) process on `cpus` while the server has the others (DESIGN.md)."""
+    """Run this (client) process on `cpus` while the server has the others
+    (BENCHMARKS.md, method)."""
     before = os.sched_getaffinity(0)
     usable = cpus & before
     if usable and usable != before:
