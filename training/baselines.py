@@ -127,8 +127,9 @@ def seasonal_indices(history: np.ndarray, season_length: int) -> np.ndarray:
         ratios = x / centred_moving_average(x, m)  # (n,), NaN at both ends
     padded = np.full(-(-x.shape[0] // m) * m, np.nan)
     padded[: x.shape[0]] = ratios
-    figure = np.nanmean(padded.reshape(-1, m), axis=0)  # (m,)
-    return figure / figure.mean()
+    figure: np.ndarray = np.nanmean(padded.reshape(-1, m), axis=0)  # (m,)
+    indices: np.ndarray = figure / figure.mean()
+    return indices
 
 
 def _usable_indices(x: np.ndarray, season_length: int) -> np.ndarray | None:
@@ -152,9 +153,10 @@ def naive2(history: np.ndarray, horizon: int, season_length: int) -> np.ndarray:
     indices = _usable_indices(x, m) if m > 1 else None
     if indices is None:
         return np.full(horizon, x[-1])
-    adjusted_last = x[-1] / indices[(n - 1) % m]
+    adjusted_last = float(x[-1] / indices[(n - 1) % m])
     # Forecast step h (0-based) falls on position n + h of the same season cycle.
-    return adjusted_last * indices[(n + np.arange(horizon)) % m]  # (horizon,)
+    forecast: np.ndarray = adjusted_last * indices[(n + np.arange(horizon)) % m]  # (horizon,)
+    return forecast
 
 
 def forecast_baseline(name: str, series_set: SeriesSet) -> np.ndarray:

@@ -42,10 +42,15 @@ def _model_factory(name: str, season_length: int) -> Callable[[], Any]:
     return lambda: classes[name](season_length=season_length)
 
 
-def forecast_one(name: str, history: np.ndarray, horizon: int, season_length: int) -> dict:
+def forecast_one(
+    name: str, history: np.ndarray, horizon: int, season_length: int
+) -> dict[str, np.ndarray]:
     """statsforecast's own answer for one series: {'mean', 'lo-80', 'hi-80'} arrays (H,)."""
     model = _model_factory(name, season_length)()
-    return model.forecast(y=np.asarray(history, dtype=np.float64), h=horizon, level=[LEVEL])
+    out: dict[str, np.ndarray] = model.forecast(
+        y=np.asarray(history, dtype=np.float64), h=horizon, level=[LEVEL]
+    )
+    return out
 
 
 def forecast_peer(

@@ -139,7 +139,7 @@ def format_table(result: dict[str, Any]) -> str:
     return _render(title, cells)
 
 
-def _render(title: str, cells: list[tuple[str, ...]]) -> str:
+def _render(title: str, cells: Sequence[tuple[str, ...]]) -> str:
     """A title line, then rows with the first column left-aligned and the rest right-aligned."""
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     lines = [
@@ -164,7 +164,8 @@ def backtest_summary(windows: list[dict[str, Any]]) -> dict[str, dict[str, float
         summary[name] = {}
         for key in ("smape", "mase", "coverage_80"):
             values = [methods(w)[name].get(key) for w in windows]
-            summary[name][key] = None if any(v is None for v in values) else float(np.mean(values))
+            known = [float(v) for v in values if v is not None]
+            summary[name][key] = float(np.mean(known)) if len(known) == len(values) else None
     return summary
 
 
