@@ -164,13 +164,13 @@ class StackedLSTMForecaster(nn.Module):
         packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
         h0 = self.h0.expand(-1, batch, -1).contiguous()  # (layers*dirs, B, H)
         c0 = self.c0.expand(-1, batch, -1).contiguous()  # (layers*dirs, B, H)
-        h_n: Tensor
         _, (h_n, _) = self.lstm(packed, (h0, c0))  # h_n: (layers*dirs, B, H), in input order
         if self.directions == 2:
             # Last layer's forward and backward final states; packing makes the backward
             # direction start at each series' own last point, not on padding.
             return torch.cat([h_n[-2], h_n[-1]], dim=1)  # (B, 2H)
-        return h_n[-1]  # (B, H)
+        last_layer: Tensor = h_n[-1]  # (B, H)
+        return last_layer
 
     def forward(self, values: Tensor, lengths: Tensor) -> Tensor:
         """Forecast quantiles.
