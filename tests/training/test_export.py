@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -89,15 +90,21 @@ def tiny_facts() -> ModelFacts:
     return ModelFacts("tiny", 1, "other", 3, 30, {"seed": 0}, {"smape": 12.5})
 
 
+def export_tiny(out: Path, write_reports: Callable[[Path], None] | None = None) -> None:
+    """Export an untrained 2-step forecaster (fixed seed) as out."""
+    torch.manual_seed(0)
+    config = ModelConfig(horizon=2, hidden=8)
+    model = StackedLSTMForecaster(config).eval()
+    export_model(model, config, out, tiny_facts(), register=False, write_reports=write_reports)
+
+
 @pytest.mark.parametrize("failure", ["check", "interrupt"])
 def test_failed_export_leaves_the_previous_model_whole(tmp_path: Path, failure: str) -> None:
     """Guards against a failed or interrupted run leaving a mismatched model.ts /
     metadata.json pair (or half a folder) where the service will load it: the previous
     model must stay byte for byte, and no staging folder may be left behind."""
-    torch.manual_seed(0)
-    config = ModelConfig(horizon=2, hidden=8)
     out = tmp_path / "models" / "tiny"
-    export_model(StackedLSTMForecaster(config).eval(), config, out, tiny_facts(), register=False)
+    export_tiny(out)
     before = folder_bytes(out)
 
     def interrupted(folder: Path) -> None:
@@ -106,17 +113,11 @@ def test_failed_export_leaves_the_previous_model_whole(tmp_path: Path, failure: 
 
     if failure == "check":
         with pytest.raises(ExportCheckError, match="alone_vs_batched"):
+            config = ModelConfig(horizon=2, hidden=8)
             export_model(PeeksAtPadding(), config, out, tiny_facts(), register=False)
     else:
         with pytest.raises(KeyboardInterrupt):
-            export_model(
-                StackedLSTMForecaster(config).eval(),
-                config,
-                out,
-                tiny_facts(),
-                register=False,
-                write_reports=interrupted,
-            )
+            export_tiny(out, write_reports=interrupted)
     assert folder_bytes(out) == before
     assert [p.name for p in (tmp_path / "models").iterdir()] == ["tiny"]
 
@@ -124,18 +125,9 @@ def test_failed_export_leaves_the_previous_model_whole(tmp_path: Path, failure: 
 def test_export_replaces_the_whole_folder(tmp_path: Path) -> None:
     """Guards against a new export mixing with files of the old one (a stale plot or
     eval.json beside a new model.ts)."""
-    torch.manual_seed(0)
-    config = ModelConfig(horizon=2, hidden=8)
     out = tmp_path / "tiny"
     out.mkdir()
     (out / "stale.png").write_bytes(b"old")
-    export_model(
-        StackedLSTMForecaster(config).eval(),
-        config,
-        out,
-        tiny_facts(),
-        register=False,
-        write_reports=lambda folder: (folder / "eval.json").write_text("{}\n"),
-    )
+    export_tiny(out, write_reports=lambda folder: (folder / "eval.json").write_text("{}\n"))
     assert sorted(p.name for p in out.iterdir()) == ["eval.json", "metadata.json", "model.ts"]
     assert oct(out.stat().st_mode & 0o777) == "0o755"
