@@ -25,16 +25,13 @@ CONFIG = TrainConfig(
 )
 
 
-@pytest.mark.slow
-def test_two_ranks_match_each_other_and_one_process(tmp_path: Path) -> None:
-    """Guards against ranks drifting apart (gradients not averaged, different initial
-    weights) and against sharding that changes what is learned: two gloo ranks must end
-    with identical weights, equal to one process drawing the same two shards."""
-    done = subprocess.run(
+def torchrun(worker: str, out: Path) -> subprocess.CompletedProcess[str]:
+    """Two gloo ranks of tests/training/<worker> on loopback, writing into out."""
+    return subprocess.run(
         [
             sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
             "--master_addr=127.0.0.1", f"--master_port={free_port()}",
-            str(ROOT / "tests" / "training" / "ddp_worker.py"), str(tmp_path),
+            str(ROOT / "tests" / "training" / worker), str(out),
         ],
         capture_output=True,
         text=True,
@@ -42,6 +39,14 @@ def test_two_ranks_match_each_other_and_one_process(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
         timeout=300,
     )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_ranks_match_each_other_and_one_process(tmp_path: Path) -> None:
+    """Guards against ranks drifting apart (gradients not averaged, different initial
+    weights) and against sharding that changes what is learned: two gloo ranks must end
+    with identical weights, equal to one process drawing the same two shards."""
+    done = torchrun("ddp_worker.py", tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     rank0 = torch.load(tmp_path / "rank0.pt")
     rank1 = torch.load(tmp_path / "rank1.pt")
@@ -61,6 +66,16 @@ def test_two_ranks_match_each_other_and_one_process(tmp_path: Path) -> None:
         not torch.equal(rank0[n], w) for n, w in untrained.model.state_dict().items() if "lstm" in n
     ]
     assert any(moved)  # the comparison is not between two untrained models
+
+
+@pytest.mark.slow
+def test_ranks_that_would_decide_differently_all_follow_rank_0(tmp_path: Path) -> None:
+    """Guards against each rank deciding early stopping on its own: a rank that stopped
+    while another went on would leave the other waiting in an all-reduce for ever."""
+    done = torchrun("agree_worker.py", tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "agreed0.txt").read_text() == "False"
+    assert (tmp_path / "agreed1.txt").read_text() == "False"  # its own proposal was True
 
 
 def test_torchrun_only_data_shards_outside_torchrun() -> None:
