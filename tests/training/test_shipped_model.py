@@ -1,4 +1,4 @@
-"""The default model in models/m3-monthly: exact in one big batch, and as good as it says."""
+"""The models shipped in models/: exact in one big batch, equivariant, and as good as they say."""
 
 from __future__ import annotations
 
@@ -8,25 +8,33 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from training.data import load_m3
 from training.export import history_scale, relative_error
 from training.metrics import smape
 
-MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "m3-monthly"
+MODELS = Path(__file__).resolve().parents[2] / "models"
+SHIPPED = sorted(p.name for p in MODELS.iterdir() if (p / "metadata.json").is_file())
+HORIZONS = {"m3-monthly": 18, "m3-quarterly": 8, "m3-yearly": 6, "m3-other": 8}
+
+Shipped = tuple[torch.jit.ScriptModule, dict]
 
 
-@pytest.fixture(scope="module")
-def shipped() -> tuple[torch.jit.ScriptModule, dict]:
+def load(name: str) -> Shipped:
     # Plain torch.jit.load: nothing from this repository is needed to run the file.
-    model = torch.jit.load(str(MODEL_DIR / "model.ts"), map_location="cpu")
-    return model, json.loads((MODEL_DIR / "metadata.json").read_text())
+    model = torch.jit.load(str(MODELS / name / "model.ts"), map_location="cpu")
+    return model, json.loads((MODELS / name / "metadata.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def histories(shipped: tuple[torch.jit.ScriptModule, dict]) -> list[np.ndarray]:
-    _, metadata = shipped
-    return [h[-metadata["max_history"] :] for h in load_m3("m3-monthly").train]
+@pytest.fixture(scope="module", params=SHIPPED)
+def shipped(request: pytest.FixtureRequest) -> Shipped:
+    return load(request.param)
+
+
+def histories(metadata: dict) -> list[np.ndarray]:
+    return [h[-metadata["max_history"] :] for h in load_m3(metadata["name"]).train]
 
 
 def one_padded_batch(histories: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,55 +45,92 @@ def one_padded_batch(histories: list[np.ndarray]) -> tuple[torch.Tensor, torch.T
     return values, lengths
 
 
-def test_metadata_matches_the_model_and_the_data(
-    shipped: tuple[torch.jit.ScriptModule, dict],
-) -> None:
+def test_every_m3_frequency_is_shipped() -> None:
+    """Guards against a frequency left without a model to serve."""
+    assert set(HORIZONS) <= set(SHIPPED)
+
+
+def test_metadata_matches_the_model_and_the_data(shipped: Shipped) -> None:
     """Guards against shipping metadata from another run than the model file."""
     model, metadata = shipped
-    assert metadata["schema_version"] == 1 and metadata["name"] == "m3-monthly"
-    assert metadata["horizon"] == 18 and metadata["season_length"] == 12
+    name = metadata["name"]
+    assert metadata["schema_version"] == 1 and name in HORIZONS
+    assert metadata["horizon"] == HORIZONS[name]
     assert metadata["quantiles"] == [0.1, 0.5, 0.9]
     with torch.inference_mode():
         out = model(torch.ones(1, 30) * 50.0, torch.tensor([30]))
-    assert out.shape == (1, 18, 3)
-    assert (MODEL_DIR / "model.ts").stat().st_size < 5 * 1024 * 1024
+    assert out.shape == (1, HORIZONS[name], 3)
+    assert (MODELS / name / "model.ts").stat().st_size < 5 * 1024 * 1024
 
 
-def test_all_series_in_one_batch_equal_each_alone(
-    shipped: tuple[torch.jit.ScriptModule, dict], histories: list[np.ndarray]
-) -> None:
-    """Guards against a shipped file that is exact on small batches only: all 1428 M3
-    monthly series (48 to 126 points) in one padded batch must equal each series alone,
-    within 1e-5 of max(|forecast|, the series' mean |value|)."""
-    model, _ = shipped
-    values, lengths = one_padded_batch(histories)
+def test_all_series_in_one_batch_equal_each_alone(shipped: Shipped) -> None:
+    """Guards against a shipped file that is exact on small batches only: all series of its
+    M3 set in one padded batch must equal each series alone, within 1e-5 of
+    max(|forecast|, the series' mean |value|)."""
+    model, metadata = shipped
+    series = histories(metadata)
+    values, lengths = one_padded_batch(series)
     with torch.inference_mode():
-        batched = model(values, lengths)  # (1428, 18, 3)
+        batched = model(values, lengths)  # (N, H, 3)
         alone = torch.cat(
             [
                 model(torch.from_numpy(h).float().unsqueeze(0), torch.tensor([len(h)]))
-                for h in histories
+                for h in series
             ]
-        )  # (1428, 18, 3)
-    assert batched.shape == (1428, 18, 3)
-    scale = history_scale(values, lengths)  # (1428,)
-    assert relative_error(batched, alone, scale) <= 1e-5
-    print(
-        f"SHIPPED: max error relative to max(|forecast|, series scale) "
-        f"{relative_error(batched, alone, scale):.2e}; "
-        f"elementwise relative {((batched - alone).abs() / alone.abs()).max().item():.2e}"
-    )
+        )  # (N, H, 3)
+    assert batched.shape == (len(series), metadata["horizon"], 3)
+    assert relative_error(batched, alone, history_scale(values, lengths)) <= 1e-5
 
 
-def test_reported_smape_is_what_the_file_scores(
-    shipped: tuple[torch.jit.ScriptModule, dict], histories: list[np.ndarray]
-) -> None:
-    """Guards against a figure in metadata/README that the shipped file does not reproduce,
-    and against a model no better than Naive2 (16.9 sMAPE on M3 monthly)."""
+def test_reported_figures_are_what_the_file_scores(shipped: Shipped) -> None:
+    """Guards against a figure in metadata/README that the shipped file does not
+    reproduce, and against a model no better than Naive2 on its own test split."""
     model, metadata = shipped
-    values, lengths = one_padded_batch(histories)
+    values, lengths = one_padded_batch(histories(metadata))
     with torch.inference_mode():
         point = model(values, lengths)[:, :, metadata["point_quantile_index"]].double().numpy()
-    score = smape(np.stack(load_m3("m3-monthly").test), point)
-    assert score == pytest.approx(metadata["evaluation"]["smape"], abs=1e-3)
-    assert score <= 15.2
+    score = smape(np.stack(load_m3(metadata["name"]).test), point)
+    evaluation = metadata["evaluation"]
+    assert score == pytest.approx(evaluation["smape"], abs=1e-3)
+    assert score < evaluation["baselines"]["naive2"]["smape"]
+    assert 0.75 <= evaluation["coverage_80"] <= 0.85
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    length=st.integers(1, 200),
+    shift=st.floats(-100.0, 100.0),
+    log_scale=st.floats(-3.0, 3.0),
+)
+def test_forecast_of_a_shifted_scaled_series_is_the_shifted_scaled_forecast(
+    name: str, seed: int, length: int, shift: float, log_scale: float
+) -> None:
+    """Guards against normalising by anything but an observed location and a positive
+    scale (a mean |value|, padding, a constant): for shifts up to 100 times the series'
+    mean |value| either way and scales 1e-3 to 1e3, every quantile of forecast(a x + b)
+    is within 1e-3 of a forecast(x) + b, relative to the spread of a x (its largest
+    distance from its median)."""
+    model, metadata = load_cached(name)
+    rng = np.random.default_rng(seed)
+    length = max(length, metadata["min_history"])
+    x = 100.0 + np.cumsum(rng.normal(0.0, 5.0, length))  # a random walk
+    x = x + 10.0 * np.sin(np.arange(length) * 2 * np.pi / max(metadata["season_length"], 2))
+    a, b = 10.0**log_scale, shift * float(np.abs(x).mean())
+    with torch.inference_mode():
+        base = model(torch.tensor(x, dtype=torch.float32)[None], torch.tensor([length]))[0]
+        moved = model(torch.tensor(a * x + b, dtype=torch.float32)[None], torch.tensor([length]))[0]
+    spread = float(np.abs(a * x - np.median(a * x)).max())
+    assert spread > 0
+    error = float((moved.double() - (a * base.double() + b)).abs().max()) / spread
+    assert error <= 1e-3, f"a={a:.3g} b={b:.3g} length={length}: error {error:.2e} of the spread"
+
+
+_CACHE: dict[str, Shipped] = {}
+
+
+def load_cached(name: str) -> Shipped:
+    if name not in _CACHE:
+        _CACHE[name] = load(name)
+    return _CACHE[name]
