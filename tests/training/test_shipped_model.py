@@ -114,7 +114,7 @@ def test_forecast_of_a_shifted_scaled_series_is_the_shifted_scaled_forecast(
     scale (a mean |value|, padding, a constant): for shifts up to 100 times the series'
     mean |value| either way and scales 1e-3 to 1e3, every quantile of forecast(a x + b)
     is within 1e-3 of a forecast(x) + b, relative to the spread of a x (its largest
-    distance from its median)."""
+    distance from its median), plus float32 rounding at the size of a x + b."""
     model, metadata = load_cached(name)
     rng = np.random.default_rng(seed)
     length = max(length, metadata["min_history"])
@@ -127,7 +127,13 @@ def test_forecast_of_a_shifted_scaled_series_is_the_shifted_scaled_forecast(
     spread = float(np.abs(a * x - np.median(a * x)).max())
     assert spread > 0
     error = float((moved.double() - (a * base.double() + b)).abs().max()) / spread
-    assert error <= 1e-3, f"a={a:.3g} b={b:.3g} length={length}: error {error:.2e} of the spread"
+    # Beyond 1e-3, a float32 allowance: 64 units in the last place of the largest value
+    # the module sees, in spreads. It matters only where the shift is thousands of
+    # spreads (a short, nearly flat series moved far); there 1e-3 alone is not met.
+    rounding = 64 * float(np.finfo(np.float32).eps) * float(np.abs(a * x + b).max()) / spread
+    assert error <= 1e-3 + rounding, (
+        f"a={a:.3g} b={b:.3g} length={length}: error {error:.2e} of the spread"
+    )
 
 
 _CACHE: dict[str, Shipped] = {}
