@@ -169,19 +169,7 @@ def timed_out(engine: Engine, receive: Any) -> tuple[int, dict[str, Any], float]
     """One POST /forecast through a guard with a 50 ms timeout: status, body, seconds taken
     (and the answer closes the connection)."""
     guard = RequestGuard(Downstream(), LIMITS, engine, 1024, {"name": "tiny"}, timeout_s=0.05)
-    sent: list[dict[str, Any]] = []
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    async def run() -> float:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        scope = {"type": "http", "method": "POST", "path": "/forecast", "headers": []}
-        await asyncio.wait_for(guard(scope, receive, send), 5)
-        return loop.time() - started
-
-    seconds = asyncio.run(run())
+    sent, seconds = drive(guard, receive, [])
     assert (b"connection", b"close") in sent[0]["headers"]
     return sent[0]["status"], json.loads(sent[1]["body"]), seconds
 
