@@ -13,7 +13,7 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-LOCAL = {"service", "training", "load_tests", "bench", "tests", "__future__"}
+LOCAL = {"contract", "service", "training", "load_tests", "bench", "tests", "__future__"}
 # What bentoml brings with it and the service uses through it.
 VIA_BENTOML = {"starlette"}
 
@@ -54,7 +54,13 @@ def imported(package: str) -> set[str]:
 
 @pytest.mark.parametrize(
     ("package", "extra"),
-    [("service", None), ("training", "train"), ("load_tests", "load"), ("bench", "bench")],
+    [
+        ("contract", None),
+        ("service", None),
+        ("training", "train"),
+        ("load_tests", "load"),
+        ("bench", "bench"),
+    ],
 )
 def test_every_import_is_declared_where_the_package_is_installed(
     package: str, extra: str | None
