@@ -13,7 +13,7 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-LOCAL = {"contract", "service", "training", "load_tests", "bench", "tests", "__future__"}
+LOCAL = {"contract", "client", "service", "training", "load_tests", "bench", "tests", "__future__"}
 # What bentoml brings with it and the service uses through it.
 VIA_BENTOML = {"starlette"}
 
@@ -56,6 +56,7 @@ def imported(package: str) -> set[str]:
     ("package", "extra"),
     [
         ("contract", None),
+        ("client", "client"),
         ("service", None),
         ("training", "train"),
         ("load_tests", "load"),
