@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
+from contract.metadata import ModelMetadata, write_metadata
 from training.model import ModelConfig, StackedLSTMForecaster
 
 HORIZON = 18
@@ -34,27 +34,27 @@ def write_standin(
     torch.jit.save(scripted, str(model_path))
     digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
     now = datetime.now(UTC)
-    metadata = {
-        "schema_version": 1,
-        "name": name,
-        "version": f"{now:%Y%m%d-%H%M}-{digest[:8]}",
-        "created": now.isoformat(timespec="seconds"),
-        "horizon": HORIZON,
-        "quantiles": list(QUANTILES),
-        "point_quantile_index": QUANTILES.index(0.5),
-        "season_length": 12,
-        "frequency": "monthly",
-        "min_history": 12,
-        "max_history": 126,
-        "model_config": config.to_dict(),
-        "training": {"note": "stand-in: untrained weights, for load tests only"},
-        "evaluation": {},
-        "torch_version": torch.__version__,
-        "source_commit": "unknown",
-        "model_file": "model.ts",
-        "model_sha256": digest,
-    }
-    (directory / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    metadata = ModelMetadata(
+        schema_version=1,
+        name=name,
+        version=f"{now:%Y%m%d-%H%M}-{digest[:8]}",
+        created=now.isoformat(timespec="seconds"),
+        horizon=HORIZON,
+        quantiles=QUANTILES,
+        point_quantile_index=QUANTILES.index(0.5),
+        season_length=12,
+        frequency="monthly",
+        min_history=12,
+        max_history=126,
+        model_config=config.to_dict(),
+        training={"note": "stand-in: untrained weights, for load tests only"},
+        evaluation={},
+        torch_version=torch.__version__,
+        source_commit="unknown",
+        model_file="model.ts",
+        model_sha256=digest,
+    )
+    write_metadata(metadata, directory / "metadata.json")
     return directory
 
 

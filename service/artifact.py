@@ -7,25 +7,32 @@ The artifact is the only contract with `training/`: a TorchScript `model.ts` and
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contract.metadata import METADATA_FILE, MetadataError, ModelMetadata, read_metadata
+
 # The directory holding `service/`: the project root in a checkout, `src/` in a bento.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-_REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "schema_version": int,
-    "name": str,
-    "version": str,
-    "horizon": int,
-    "quantiles": list,
-    "point_quantile_index": int,
-    "min_history": int,
-    "max_history": int,
-    "model_file": str,
-}
+# What GET /model shows of the metadata.
+CARD_KEYS = (
+    "name",
+    "version",
+    "created",
+    "horizon",
+    "quantiles",
+    "point_quantile_index",
+    "season_length",
+    "frequency",
+    "min_history",
+    "max_history",
+    "evaluation",
+    "torch_version",
+    "source_commit",
+    "model_sha256",
+)
 
 
 class ArtifactError(RuntimeError):
@@ -37,81 +44,88 @@ class Artifact:
     """A located, checked artifact: where it is, what its metadata says."""
 
     directory: Path
-    metadata: dict[str, Any]
+    metadata: ModelMetadata
     store_tag: str | None = None  # set when it came from the BentoML model store
 
     @property
     def name(self) -> str:
-        return str(self.metadata["name"])
+        return self.metadata.name
 
     @property
     def version(self) -> str:
-        return str(self.metadata["version"])
+        return self.metadata.version
 
     @property
     def horizon(self) -> int:
-        return int(self.metadata["horizon"])
+        return self.metadata.horizon
 
     @property
     def quantiles(self) -> tuple[float, ...]:
-        return tuple(float(q) for q in self.metadata["quantiles"])
+        return self.metadata.quantiles
 
     @property
     def point_index(self) -> int:
-        return int(self.metadata["point_quantile_index"])
+        return self.metadata.point_quantile_index
+
+    @property
+    def min_history(self) -> int:
+        return self.metadata.min_history
+
+    @property
+    def max_history(self) -> int:
+        return self.metadata.max_history
+
+    @property
+    def season_length(self) -> int:
+        return self.metadata.season_length
+
+    @property
+    def frequency(self) -> str:
+        """As the metadata says it ("monthly", "other", a CSV's label); see contract.frequency."""
+        return self.metadata.frequency
 
     @property
     def model_path(self) -> Path:
-        return self.directory / str(self.metadata["model_file"])
+        return self.directory / self.metadata.model_file
 
     def card(self) -> dict[str, Any]:
         """What a client needs to know about the model (GET /model)."""
-        keys = (
-            "name",
-            "version",
-            "created",
-            "horizon",
-            "quantiles",
-            "point_quantile_index",
-            "season_length",
-            "frequency",
-            "min_history",
-            "max_history",
-            "evaluation",
-            "torch_version",
-            "source_commit",
-            "model_sha256",
-        )
-        return {k: self.metadata.get(k) for k in keys}
+        metadata = self.metadata.to_dict()
+        return {key: metadata[key] for key in CARD_KEYS}
 
-    def load_module(self) -> Any:
-        """The TorchScript module, on the CPU, in eval mode."""
+    def load_module(self, device: str = "cpu") -> Any:
+        """The TorchScript module, on `device`, in eval mode."""
         import torch
 
         try:
-            module = torch.jit.load(str(self.model_path), map_location="cpu")
+            module = torch.jit.load(str(self.model_path), map_location=device)
         except Exception as exc:  # torch raises RuntimeError or ValueError here, both fatal
-            raise ArtifactError(f"cannot load TorchScript {self.model_path}: {exc}") from exc
+            raise ArtifactError(
+                f"cannot load TorchScript {self.model_path} onto {device}: {exc}"
+            ) from exc
         module.eval()
         return module
 
-    def load_checked(self) -> Any:
-        """The module, after one probe batch showed it agrees with the metadata.
+    def load_checked(self, device: str = "cpu") -> Any:
+        """The module on `device`, after one probe batch there showed it agrees with the metadata.
 
         The hash ties model.ts to metadata.json's export, not its content to the keys:
         a hand-edited horizon or quantile list would otherwise serve mis-labelled columns.
         """
         import torch
 
-        module = self.load_module()
-        short, long = int(self.metadata["min_history"]), int(self.metadata["max_history"])
-        values = torch.linspace(1.0, 2.0, long).repeat(2, 1)  # (2, T), a gentle ramp
-        lengths = torch.tensor([short, long])  # (2,)
+        module = self.load_module(device)
+        short, long = self.min_history, self.max_history
+        values = torch.linspace(1.0, 2.0, long).repeat(2, 1).to(device)  # (2, T), a gentle ramp
+        lengths = torch.tensor([short, long]).to(device)  # (2,)
         try:
             with torch.inference_mode():
                 out = module(values, lengths)  # (2, H, Q)
+                out = out.cpu() if isinstance(out, torch.Tensor) else out  # (2, H, Q)
         except Exception as exc:
-            raise ArtifactError(f"{self.model_path} fails on a probe batch: {exc}") from exc
+            raise ArtifactError(
+                f"{self.model_path} fails on a probe batch on {device}: {exc}"
+            ) from exc
         expected = (2, self.horizon, len(self.quantiles))
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -131,37 +145,22 @@ def one_line(exc: BaseException, limit: int = 600) -> str:
 
 
 def read(directory: Path, store_tag: str | None = None) -> Artifact:
-    """Read and check `metadata.json` in `directory`, and that `model.ts` matches its hash."""
-    meta_path = directory / "metadata.json"
+    """Read `metadata.json` in `directory` through the contract, and check that `model.ts`
+    matches its hash. ArtifactError names the file and the rule broken, on one line."""
     try:
-        metadata = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"cannot read {meta_path}: {exc}") from exc
-    if not isinstance(metadata, dict):
-        raise ArtifactError(f"{meta_path} must hold a JSON object")
-    for key, typ in _REQUIRED.items():
-        if not isinstance(metadata.get(key), typ):
-            raise ArtifactError(f"{meta_path}: key {key!r} missing or not {typ}")
-    if metadata["schema_version"] != 1:
-        raise ArtifactError(f"{meta_path}: schema_version {metadata['schema_version']} != 1")
-    quantiles = metadata["quantiles"]
-    if not 0 <= metadata["point_quantile_index"] < len(quantiles):
-        raise ArtifactError(f"{meta_path}: point_quantile_index outside quantiles")
-    if quantiles[metadata["point_quantile_index"]] != 0.5:
-        raise ArtifactError(f"{meta_path}: point_quantile_index does not point at 0.5")
-    if not 1 <= metadata["min_history"] <= metadata["max_history"]:
-        raise ArtifactError(f"{meta_path}: need 1 <= min_history <= max_history")
+        metadata = read_metadata(directory / METADATA_FILE)
+    except MetadataError as exc:
+        raise ArtifactError(" ".join(str(exc).split())) from exc
     artifact = Artifact(directory, metadata, store_tag)
     if not artifact.model_path.is_file():
         raise ArtifactError(f"{artifact.model_path} is missing")
-    expected = metadata.get("model_sha256")
-    if expected:
-        actual = hashlib.sha256(artifact.model_path.read_bytes()).hexdigest()
-        if actual != expected:
-            raise ArtifactError(
-                f"{artifact.model_path}: sha256 {actual[:12]}... does not match "
-                f"metadata.json's {str(expected)[:12]}... (files from different exports?)"
-            )
+    expected = metadata.model_sha256
+    actual = hashlib.sha256(artifact.model_path.read_bytes()).hexdigest()
+    if actual != expected:
+        raise ArtifactError(
+            f"{artifact.model_path}: sha256 {actual[:12]}... does not match "
+            f"metadata.json's {expected[:12]}... (files from different exports?)"
+        )
     return artifact
 
 
@@ -182,7 +181,7 @@ def locate(spec: str, cwd: Path | None = None) -> Artifact:
     else:
         candidates = [(cwd or Path.cwd()) / path, PROJECT_ROOT / path]
     for candidate in candidates:
-        if (candidate / "metadata.json").is_file():
+        if (candidate / METADATA_FILE).is_file():
             return read(candidate.resolve())
     if is_store_tag(spec):
         import bentoml

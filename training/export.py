@@ -9,7 +9,6 @@ previous model whole. See docs/ARTIFACT.md.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -23,11 +22,19 @@ from typing import Any
 import torch
 from torch import nn
 
+# METADATA_FILE is re-exported: training/cli.py names the file in its messages.
+from contract.metadata import (
+    METADATA_FILE as METADATA_FILE,
+)
+from contract.metadata import (
+    MODEL_FILE,
+    SCHEMA_VERSION,
+    ModelMetadata,
+    read_metadata,
+    write_metadata,
+)
 from training.model import EnsembleConfig, ModelConfig
 
-SCHEMA_VERSION = 1
-MODEL_FILE = "model.ts"
-METADATA_FILE = "metadata.json"
 RELATIVE_TOLERANCE = 1e-5
 
 
@@ -138,27 +145,28 @@ def build_metadata(
     model_config: ModelConfig | EnsembleConfig,
     model_sha256: str,
     created: datetime,
-) -> dict[str, Any]:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "name": facts.name,
-        "version": f"{created:%Y%m%d-%H%M%S}-{model_sha256[:8]}",
-        "created": created.isoformat(timespec="seconds"),
-        "horizon": model_config.horizon,
-        "quantiles": list(model_config.quantiles),
-        "point_quantile_index": list(model_config.quantiles).index(0.5),
-        "season_length": facts.season_length,
-        "frequency": facts.frequency,
-        "min_history": facts.min_history,
-        "max_history": facts.max_history,
-        "model_config": model_config.to_dict(),
-        "training": facts.training,
-        "evaluation": facts.evaluation,
-        "torch_version": torch.__version__,
-        "source_commit": source_commit(),
-        "model_file": MODEL_FILE,
-        "model_sha256": model_sha256,
-    }
+) -> ModelMetadata:
+    """The metadata of an export; pydantic's ValidationError if it breaks the contract."""
+    return ModelMetadata(
+        schema_version=SCHEMA_VERSION,
+        name=facts.name,
+        version=f"{created:%Y%m%d-%H%M%S}-{model_sha256[:8]}",
+        created=created.isoformat(timespec="seconds"),
+        horizon=model_config.horizon,
+        quantiles=tuple(model_config.quantiles),
+        point_quantile_index=list(model_config.quantiles).index(0.5),
+        season_length=facts.season_length,
+        frequency=facts.frequency,
+        min_history=facts.min_history,
+        max_history=facts.max_history,
+        model_config=model_config.to_dict(),
+        training=facts.training,
+        evaluation=facts.evaluation,
+        torch_version=torch.__version__,
+        source_commit=source_commit(),
+        model_file=MODEL_FILE,
+        model_sha256=model_sha256,
+    )
 
 
 def export_model(
@@ -172,8 +180,8 @@ def export_model(
     """Script, save, check and publish model.ts + metadata.json (+ reports) as out_dir.
 
     `write_reports(folder)` adds report files (eval.json, plots) to the folder being
-    built. Returns the metadata written. If a check or anything else fails, out_dir is
-    left as it was.
+    built. Returns the metadata written, as its JSON object. If a check or anything else
+    fails (metadata that breaks the contract too), out_dir is left as it was.
     """
     model = model.cpu().eval()
     out_dir = Path(out_dir)
@@ -191,7 +199,7 @@ def export_model(
         metadata = build_metadata(
             replace(facts, evaluation=evaluation), model_config, digest, datetime.now(UTC)
         )
-        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+        write_metadata(metadata, staging / METADATA_FILE)
         if write_reports is not None:
             write_reports(staging)
         publish(staging, out_dir)
@@ -199,7 +207,7 @@ def export_model(
         shutil.rmtree(staging, ignore_errors=True)
     if register:
         register_in_store(out_dir, metadata)
-    return metadata
+    return metadata.to_dict()
 
 
 def publish(staging: Path, out_dir: Path) -> None:
@@ -211,17 +219,18 @@ def publish(staging: Path, out_dir: Path) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
-def store_tag(metadata: dict[str, Any]) -> str:
-    return f"forecaster-{metadata['name']}:{metadata['version']}"
+def store_tag(metadata: ModelMetadata) -> str:
+    return f"forecaster-{metadata.name}:{metadata.version}"
 
 
-def register_in_store(out_dir: Path, metadata: dict[str, Any]) -> str:
+def register_in_store(out_dir: Path, metadata: ModelMetadata) -> str:
     """Copy model.ts and metadata.json into the local BentoML model store; returns the tag."""
     import bentoml  # imported late: it is slow to import and only export needs it
 
-    labels = {"name": metadata["name"], "frequency": metadata["frequency"]}
+    labels = {"name": metadata.name, "frequency": metadata.frequency}
+    written = metadata.to_dict()
     summary = {
-        key: metadata[key]
+        key: written[key]
         for key in ("schema_version", "horizon", "season_length", "min_history", "max_history")
     }
     with bentoml.models.create(store_tag(metadata), labels=labels, metadata=summary) as ref:
@@ -231,6 +240,8 @@ def register_in_store(out_dir: Path, metadata: dict[str, Any]) -> str:
 
 
 def load_exported(out_dir: Path) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
-    """The exported model and its metadata, loaded as the service would (plain torch.jit.load)."""
-    metadata = json.loads((out_dir / METADATA_FILE).read_text())
-    return torch.jit.load(str(out_dir / metadata["model_file"]), map_location="cpu"), metadata
+    """The exported model and its metadata's JSON object, loaded as the service would (plain
+    torch.jit.load), the metadata checked against the contract (contract.MetadataError)."""
+    metadata = read_metadata(out_dir / METADATA_FILE)
+    module = torch.jit.load(str(out_dir / metadata.model_file), map_location="cpu")
+    return module, metadata.to_dict()

@@ -8,11 +8,12 @@ raise. Every other row is the tiny model's own answer.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
 import torch
+
+from contract.metadata import read_metadata, write_metadata
 
 NAN_LAST = 666.0
 RAISE_LAST = 999.0
@@ -40,7 +41,7 @@ def write_poisoned_artifact(tiny: Path, directory: Path) -> Path:
     inner = torch.jit.load(str(tiny / "model.ts"), map_location="cpu").eval()
     model_path = directory / "model.ts"
     torch.jit.script(Poisoned(inner).eval()).save(str(model_path))
-    meta = json.loads((directory / "metadata.json").read_text())
-    meta["model_sha256"] = hashlib.sha256(model_path.read_bytes()).hexdigest()
-    (directory / "metadata.json").write_text(json.dumps(meta, indent=2))
+    meta_path = directory / "metadata.json"
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    write_metadata(read_metadata(meta_path).replace(model_sha256=digest), meta_path)
     return directory

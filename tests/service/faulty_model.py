@@ -9,11 +9,12 @@ model answer the service only finds wrong when it formats the response.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
 import torch
+
+from contract.metadata import read_metadata, write_metadata
 
 SLOW_LAST = 777.0
 NARROW_LAST = 555.0
@@ -47,7 +48,7 @@ def write_faulty_artifact(tiny: Path, directory: Path, slow_steps: int = 4000) -
     inner = torch.jit.load(str(tiny / "model.ts"), map_location="cpu").eval()
     model_path = directory / "model.ts"
     torch.jit.script(Faulty(inner, slow_steps).eval()).save(str(model_path))
-    meta = json.loads((directory / "metadata.json").read_text())
-    meta["model_sha256"] = hashlib.sha256(model_path.read_bytes()).hexdigest()
-    (directory / "metadata.json").write_text(json.dumps(meta, indent=2))
+    meta_path = directory / "metadata.json"
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    write_metadata(read_metadata(meta_path).replace(model_sha256=digest), meta_path)
     return directory

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import torch
 
+from contract.metadata import ModelMetadata, write_metadata
 from training.model import ModelConfig, StackedLSTMForecaster
 
 HORIZON = 6
@@ -26,25 +26,25 @@ def write_tiny_artifact(directory: Path, seed: int = 0) -> Path:
     module = StackedLSTMForecaster(config).eval()
     model_path = directory / "model.ts"
     torch.jit.script(module).save(str(model_path))
-    metadata = {
-        "schema_version": 1,
-        "name": NAME,
-        "version": VERSION,
-        "created": "2026-01-01T00:00:00Z",
-        "horizon": HORIZON,
-        "quantiles": list(QUANTILES),
-        "point_quantile_index": 1,
-        "season_length": 12,
-        "frequency": "monthly",
-        "min_history": MIN_HISTORY,
-        "max_history": MAX_HISTORY,
-        "model_config": config.to_dict(),
-        "training": {"dataset": "none", "seed": seed},
-        "evaluation": {"smape": 99.0, "mase": 9.0, "coverage_80": 0.5},
-        "torch_version": torch.__version__,
-        "source_commit": "unknown",
-        "model_file": "model.ts",
-        "model_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
-    }
-    (directory / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    metadata = ModelMetadata(
+        schema_version=1,
+        name=NAME,
+        version=VERSION,
+        created="2026-01-01T00:00:00Z",
+        horizon=HORIZON,
+        quantiles=QUANTILES,
+        point_quantile_index=1,
+        season_length=12,
+        frequency="monthly",
+        min_history=MIN_HISTORY,
+        max_history=MAX_HISTORY,
+        model_config=config.to_dict(),
+        training={"dataset": "none", "seed": seed},
+        evaluation={"smape": 99.0, "mase": 9.0, "coverage_80": 0.5},
+        torch_version=torch.__version__,
+        source_commit="unknown",
+        model_file="model.ts",
+        model_sha256=hashlib.sha256(model_path.read_bytes()).hexdigest(),
+    )
+    write_metadata(metadata, directory / "metadata.json")
     return directory

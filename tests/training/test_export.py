@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from contract.metadata import MetadataError
 from training.export import (
     ExportCheckError,
     ModelFacts,
@@ -62,6 +63,8 @@ def test_export_writes_model_and_metadata(tmp_path: Path) -> None:
     metadata = export_model(model, config, tmp_path / "tiny", facts, register=False)
     scripted, written = load_exported(tmp_path / "tiny")
     assert written == metadata
+    text = (tmp_path / "tiny" / "metadata.json").read_text()
+    assert text == json.dumps(metadata, indent=2) + "\n"
     assert written["schema_version"] == 1
     assert written["horizon"] == 4 and written["quantiles"] == [0.1, 0.5, 0.9]
     assert written["point_quantile_index"] == 1
@@ -80,6 +83,19 @@ def test_export_writes_model_and_metadata(tmp_path: Path) -> None:
     values = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
     with torch.inference_mode():
         assert torch.equal(scripted(values, torch.tensor([4])), model(values, torch.tensor([4])))
+
+
+def test_load_exported_refuses_metadata_the_service_would_refuse(tmp_path: Path) -> None:
+    """Guards against evaluate and backtest scoring a model whose metadata.json breaks the
+    contract (they read it through the same schema as the service)."""
+    export_tiny(tmp_path / "tiny")
+    path = tmp_path / "tiny" / "metadata.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "point_quantile_index": 0}))
+    with pytest.raises(MetadataError) as info:
+        load_exported(tmp_path / "tiny")
+    assert str(info.value) == (
+        f"{path}: point_quantile_index 0 does not point at 0.5: quantiles[0] is 0.1"
+    )
 
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:
