@@ -1,12 +1,14 @@
 """The one reader of a Prometheus `/metrics` page, for the benchmark, the soak and the tests.
 
 Samples are keyed as the page writes them, `name` or `name{label="value",...}` with the
-labels in the page's order, so a test can ask for `forecaster_requests_total{code="200"}`
-exactly as it reads on the page.
+labels in the page's order. `sample` sums the samples that carry the labels asked for,
+whatever their others, so a test can ask for `forecaster_requests_total{code="200"}` (every
+model) or `forecaster_requests_total{model="a",code="200"}` (one).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
 import httpx
@@ -31,9 +33,18 @@ def samples(text: str) -> dict[str, float]:
     return out
 
 
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
 def sample(text: str, name: str, labels: str = "") -> float:
-    """One sample, `labels` written as on the page (`'{reason="overloaded"}'`); 0 when absent."""
-    return samples(text).get(name + labels, 0.0)
+    """The sum of the samples called `name` that carry `labels` (written as on the page,
+    `'{reason="overloaded"}'`), whatever their other labels; 0 when there are none."""
+    wanted = {key: value for key, value in _LABEL.findall(labels)}
+    return sum(
+        value
+        for have, value in labelled(text, name)
+        if all(_escape(have.get(key, "")) == want for key, want in wanted.items())
+    )
 
 
 def labelled(text: str, name: str) -> list[tuple[dict[str, str], float]]:

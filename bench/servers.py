@@ -96,7 +96,7 @@ def serve_env(model: Path, bentoml_home: Path, **settings: str) -> dict[str, str
     """
     bentoml_home.mkdir(parents=True, exist_ok=True)
     home = tempfile.mkdtemp(prefix="home-", dir=bentoml_home)
-    env = {"FORECASTER_MODEL": str(model), "BENTOML_HOME": home}
+    env = {"FORECASTER_MODELS": str(model), "BENTOML_HOME": home}
     env.update({f"FORECASTER_{name.upper()}": value for name, value in settings.items()})
     return env
 

@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write windows and summary here")
     args = parser.parse_args(argv)
     sample_s = min(args.sample_s, 60 * args.minutes / 4)
-    env = {"FORECASTER_MODEL": args.model, "BENTOML_DO_NOT_TRACK": "True"}
+    env = {"FORECASTER_MODELS": args.model, "BENTOML_DO_NOT_TRACK": "True"}
     with Server(env, cpus="0") as server:
         with contextlib.suppress(OSError):  # one CPU only: share it
             os.sched_setaffinity(0, {1})

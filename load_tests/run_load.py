@@ -107,7 +107,7 @@ def model_dir(model: str | None, standin: bool) -> Iterator[Path]:
         with tempfile.TemporaryDirectory(prefix="standin-") as tmp:
             yield write_standin(Path(tmp) / "standin")
         return
-    spec = Path(model or os.environ.get("FORECASTER_MODEL", "models/m3-monthly"))
+    spec = Path(model or os.environ.get("FORECASTER_MODELS", "models/m3-monthly"))
     yield spec if spec.is_absolute() else ROOT / spec
 
 

@@ -16,7 +16,8 @@ the turns merge into one batch of N, and the model costs less per series
 
 The model runs in one dedicated thread, so the event loop keeps reading and answering
 requests during a forward pass, and passes never overlap (the model is not re-entrant
-and the worker has one core's worth of torch threads anyway).
+and the worker has one core's worth of torch threads anyway). Batchers of several models
+may share that thread: each has at most one pass waiting for it, so they take turns.
 
 Bounds: a request is refused (`QueueFull`) when the series already admitted would pass
 `max_queue_series`, and a request still waiting after `max_wait_s` is answered
@@ -31,7 +32,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -90,6 +91,7 @@ class Batcher(Generic[Item, Answer]):
         max_wait_s: float,
         max_linger_s: float = 0.0,
         linger_gap_s: float = 0.002,
+        executor: Executor | None = None,
     ) -> None:
         self._predict = predict
         self._size = size
@@ -105,7 +107,8 @@ class Batcher(Generic[Item, Answer]):
         self._target = math.inf  # queued series that end a linger
         self._enough = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        # The model thread; several batchers (one per model) may share one.
+        self._thread = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
 
     @property
     def pending(self) -> int:

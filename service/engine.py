@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -18,12 +19,13 @@ import orjson
 import torch
 from starlette.concurrency import run_in_threadpool
 
+from contract.frequency import parse_start, step_timestamps
 from service import metrics
 from service.artifact import Artifact
 from service.batcher import Batcher, QueueFull, WaitedTooLong, admit
 from service.batching import SubBatch, run_packed
 from service.errors import ClientError, FieldError
-from service.schemas import ForecastRequest, Limits
+from service.schemas import ForecastRequest, Limits, SeriesIn, level_name
 from service.settings import Settings
 
 logger = logging.getLogger("forecaster")
@@ -40,13 +42,29 @@ Answers = list[np.ndarray]  # one request's forecasts, each (H, Q) float32
 
 
 class Engine:
-    """One worker's model, its batcher and the response format."""
+    """One model in one worker: its batcher and the response format.
 
-    def __init__(self, module: Any, artifact: Artifact, limits: Limits, settings: Settings):
+    Every engine of a worker hands its passes to the same one-thread `executor`, so
+    passes never overlap, and as each batcher has at most one pass in that thread's
+    queue at a time, the models take turns: a flood on one model delays another's next
+    pass by at most one pass of the flooded model.
+    """
+
+    def __init__(
+        self,
+        module: Any,
+        artifact: Artifact,
+        limits: Limits,
+        settings: Settings,
+        executor: Executor | None = None,
+        device: str = "cpu",
+    ):
         self.module = module
         self.artifact = artifact
         self.limits = limits
         self.settings = settings
+        self.device = torch.device(device)
+        self.metrics = metrics.ModelMetrics.of(artifact.name)
         # False during warm-up, so start-up passes stay out of the metrics.
         self.recording = True
         self.dispatch: Callable[[list[Queued]], Awaitable[Answers]]
@@ -58,6 +76,7 @@ class Engine:
                 max_queue_series=settings.max_queue_series,
                 max_wait_s=settings.max_latency_ms / 1000,
                 max_linger_s=settings.batch_linger_ms / 1000,
+                executor=executor,
             )
             self.dispatch = batcher.submit
         else:
@@ -69,15 +88,17 @@ class Engine:
     def forward(self, values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """(B, T) float32, (B,) int64 -> (B, H, Q) float32."""
         with torch.inference_mode():
-            out = self.module(torch.from_numpy(values), torch.from_numpy(lengths))  # (B, H, Q)
+            x = torch.from_numpy(values).to(self.device)  # (B, T)
+            n = torch.from_numpy(lengths).to(self.device)  # (B,)
+            out = self.module(x, n).cpu()  # (B, H, Q); on the CPU already, .cpu() is a no-op
         result: np.ndarray = out.numpy()
         return result
 
     def observe_pass(self, batch: SubBatch, padding: float, seconds: float) -> None:
         if self.recording:
-            metrics.CALL_SERIES.observe(len(batch.rows))
-            metrics.CALL_PADDING.observe(padding)
-            metrics.COMPUTE.observe(seconds)
+            self.metrics.call_series.observe(len(batch.rows))
+            self.metrics.call_padding.observe(padding)
+            self.metrics.compute.observe(seconds)
 
     def run(self, requests: list[list[np.ndarray]]) -> list[Answers]:
         return run_packed(
@@ -97,7 +118,7 @@ class Engine:
         started = time.perf_counter()
         if self.recording:
             for batch in batches:
-                metrics.QUEUE_WAIT.observe(started - batch[0].enqueued)
+                self.metrics.queue_wait.observe(started - batch[0].enqueued)
         requests = [[q.values for q in batch] for batch in batches]
         try:
             return list(self.run(requests))
@@ -129,19 +150,25 @@ class Engine:
 
     async def answer(self, request: ForecastRequest) -> bytes:
         """The JSON body of a 200 for a validated request; `ClientError` otherwise."""
+        outputs, used = await self.predict(request.series)
+        return self.format(request, outputs, used)
+
+    async def predict(self, series: Sequence[SeriesIn]) -> tuple[Answers, list[tuple[int, bool]]]:
+        """Validated series in; each one's (H, Q) forecast and (points used, whether cut)
+        out, in order. Queue and model failures leave as `ClientError`."""
         now = time.perf_counter()
         queued: list[Queued] = []
         used: list[tuple[int, bool]] = []  # per series: points used, whether cut
         max_history = self.limits.max_history
-        for item in request.series:
+        for item in series:
             values = np.asarray(item.values, dtype=np.float32)  # (T,)
-            metrics.HISTORY_LENGTH.observe(len(values))
+            self.metrics.history_length.observe(len(values))
             cut = len(values) > max_history
             if cut:
                 values = values[-max_history:]  # most recent points
             queued.append(Queued(values, now))
             used.append((len(values), cut))
-        metrics.QUEUE_SERIES.inc(len(queued))
+        self.metrics.queue_series.inc(len(queued))
         try:
             outputs = await self.dispatch(queued)
         except QueueFull as exc:
@@ -152,8 +179,15 @@ class Engine:
             logger.exception("forecast failed")
             raise ClientError("model_error", "the model failed; see server log") from None
         finally:
-            metrics.QUEUE_SERIES.dec(len(queued))
-        return self.format(request, outputs, used)
+            self.metrics.queue_series.dec(len(queued))
+        return outputs, used
+
+    def count(self, used: list[tuple[int, bool]]) -> None:
+        """Count series answered with a forecast, and those of them that were cut."""
+        self.metrics.series.inc(len(used))
+        truncated = sum(cut for _, cut in used)
+        if truncated:  # each metric update writes a shared file: skip the no-ops
+            self.metrics.truncated.inc(truncated)
 
     def format(
         self, request: ForecastRequest, outputs: Answers, used: list[tuple[int, bool]]
@@ -167,33 +201,44 @@ class Engine:
             logger.warning("non-finite forecast for series %s of a request", broken[:10])
             raise unforecastable(broken, used)
         point = self.artifact.point_index
+        levels = [(level_name(lv), self.limits.interval(lv)) for lv in request.levels or ()]
         forecasts: list[dict[str, Any]] = []
         for i, (item, out, (n_used, cut)) in enumerate(
             zip(request.series, outputs, used, strict=True)
         ):
             block = out[:h]  # (h, Q)
-            forecasts.append(
-                {
-                    "id": item.id if item.id is not None else str(i),
-                    "point": block[:, point].tolist(),
-                    "quantiles": {
-                        str(q): block[:, c].tolist() for q, c in zip(wanted, columns, strict=True)
-                    },
-                    "history_used": n_used,
-                    "truncated": cut,
-                }
-            )
-        metrics.SERIES.inc(len(forecasts))
-        truncated = sum(cut for _, cut in used)
-        if truncated:  # each metric update writes a shared file: skip the no-ops
-            metrics.TRUNCATED.inc(truncated)
-        body = {
+            forecast: dict[str, Any] = {
+                "id": item.id if item.id is not None else str(i),
+                "point": block[:, point].tolist(),
+                "quantiles": {
+                    str(q): block[:, c].tolist() for q, c in zip(wanted, columns, strict=True)
+                },
+            }
+            if item.start is not None:
+                forecast["timestamps"] = self.timestamps(request, item, h)
+            if levels:
+                forecast["intervals"] = interval_lists(block, levels)
+            forecast["history_used"] = n_used
+            forecast["truncated"] = cut
+            forecasts.append(forecast)
+        self.count(used)
+        body: dict[str, Any] = {
             "model": {"name": self.artifact.name, "version": self.artifact.version},
             "horizon": h,
             "quantiles": wanted,
-            "forecasts": forecasts,
         }
+        if request.levels:
+            body["levels"] = request.levels
+        body["forecasts"] = forecasts
         return orjson.dumps(body)
+
+    def timestamps(self, request: ForecastRequest, item: SeriesIn, h: int) -> list[str]:
+        """The forecast steps' timestamps: they follow the history's last point (all of the
+        history sent counts, used or cut)."""
+        assert item.start is not None  # only called for a series with one
+        frequency = item.frequency or request.frequency or self.limits.frequency
+        assert frequency is not None  # check_limits refused a start with no frequency
+        return step_timestamps(parse_start(item.start), frequency, len(item.values), h)
 
     def overloaded(self) -> ClientError:
         return ClientError(
@@ -210,6 +255,18 @@ class Engine:
             f"{self.settings.max_queue_series}; retry later",
             headers={"Retry-After": str(self.settings.retry_after_s)},
         )
+
+
+def interval_lists(
+    block: np.ndarray, levels: list[tuple[str, tuple[int, int] | None]]
+) -> dict[str, list[float]]:
+    """{"lo-80": [...], "hi-80": [...]} from the quantile columns bounding each level."""
+    out: dict[str, list[float]] = {}
+    for name, columns in levels:
+        assert columns is not None  # check_limits refused levels the model cannot give
+        out[f"lo-{name}"] = block[:, columns[0]].tolist()
+        out[f"hi-{name}"] = block[:, columns[1]].tolist()
+    return out
 
 
 def unforecastable(broken: list[int], used: list[tuple[int, bool]]) -> ClientError:

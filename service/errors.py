@@ -26,6 +26,7 @@ STATUS: dict[str, int] = {
     "validation_error": 422,
     "unforecastable": 422,
     "unauthorized": 401,
+    "unknown_model": 404,
     "overloaded": 503,
     "queue_full": 503,
     "model_error": 500,

@@ -1,10 +1,11 @@
 """The HTTP boundary: an ASGI middleware in front of BentoML's app.
 
-`POST /forecast` is answered here, in full: the body-size limit (413, from
-Content-Length before reading when the client declares it), parsing and validation
-against the loaded model (400 malformed JSON, 422 broken rule, with the field, rule
-and value received), then `answer` (the engine) for the forecast, and the request's
-status and latency in `forecaster_requests_total` / `forecaster_request_duration_seconds`.
+`POST /forecast` (and the KServe time-series route, `service.kserve`) is answered here,
+in full: the body-size limit (413, from Content-Length before reading when the client
+declares it), parsing and validation against the model the request names (400 malformed
+JSON, 404 unknown model, 422 broken rule, with the field, rule and value received), then
+the model's engine for the forecast, and the request's status and latency in
+`forecaster_requests_total` / `forecaster_request_duration_seconds`, by model.
 Reading the body and waiting for the answer are bounded by `timeout_s` (504 `timeout`), so
 a client that trickles its body cannot hold a connection open for ever. A client that
 disconnects while its request waits is noticed (ASGI `http.disconnect`): the wait is
@@ -13,8 +14,8 @@ after validation is answered `500 model_error` in JSON and logged. After a 413 t
 the body is read and dropped, within bounds, before the connection closes (`linger`).
 Going through BentoML's endpoint instead would parse the body a second time and pass
 starlette's routing and BentoML's HTTP middlewares: about a sixth of the server's CPU
-per request under load (docs/SERVING.md). `GET /model` answers the model card; every
-other route passes through to BentoML.
+per request under load (docs/SERVING.md). `GET /model`, `/models` and `/models/{name}`
+answer model cards; every other route passes through to BentoML.
 """
 
 from __future__ import annotations
@@ -27,20 +28,35 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from service import metrics
+from service import kserve, metrics
 from service.errors import ClientError
-from service.schemas import ForecastRequest, Limits, parse_request
+from service.runtime import Runtime
+from service.schemas import check_request, parse_request
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-# A validated request -> the JSON body of its 200 (raises ClientError otherwise).
-Answer = Callable[[ForecastRequest], Awaitable[bytes]]
+
+
+class Exchange:
+    """What one forecast request has revealed so far: the model it is for, once known
+    (the label of its metrics; empty until then, and for a name that is not served)."""
+
+    __slots__ = ("model",)
+
+    def __init__(self) -> None:
+        self.model = ""
+
+
+# A request body -> the JSON body of its 200 (raises ClientError otherwise).
+Answer = Callable[[bytes, Exchange], Awaitable[bytes]]
 
 FORECAST_PATH = "/forecast"
 MODEL_PATH = "/model"
+MODELS_PATH = "/models"
+MODEL_PREFIX = "/models/"
 HEALTH_PATHS = frozenset({"/livez", "/readyz", "/healthz"})
 METRICS_PATH = "/metrics"
 # forecaster_requests_total's code for a client that left before its answer (nginx's
@@ -129,15 +145,13 @@ async def until_disconnect(receive: Receive, waiter: asyncio.Task[Any]) -> bool:
 
 
 class RequestGuard:
-    """ASGI middleware: answer /forecast and /model; pass all else through."""
+    """ASGI middleware: answer the forecast routes and the model cards; pass all else
+    through."""
 
     def __init__(
         self,
         app: ASGIApp,
-        limits: Limits,
-        answer: Answer,
-        max_body_bytes: int,
-        card: dict[str, Any],
+        runtime: Runtime,
         timeout_s: float = 30.0,
         token: str = "",
         auth_health: bool = False,
@@ -146,13 +160,21 @@ class RequestGuard:
         linger_max_s: float = LINGER_MAX_S,
     ) -> None:
         self.app = app
-        self.limits = limits
-        self.answer = answer
-        self.max_body_bytes = max_body_bytes
+        self.runtime = runtime
+        self.max_body_bytes = runtime.settings.max_body_bytes
         self.timeout_s = timeout_s
         self.linger_max_bytes = linger_max_bytes
         self.linger_max_s = linger_max_s
-        self.card = json.dumps(card, allow_nan=False).encode()
+        self.routes: dict[str, Answer] = {
+            FORECAST_PATH: self.answer_forecast,
+            kserve.PATH: lambda body, exchange: kserve.answer(runtime, body, exchange),
+        }
+        # Cards are served as bytes encoded once: GET /model is a liveness-cheap route.
+        self.cards = {
+            MODEL_PATH: encode(runtime.default_model.card),
+            MODELS_PATH: encode(runtime.catalogue()),
+            **{MODEL_PREFIX + name: encode(s.card) for name, s in runtime.models.items()},
+        }
         self._expected = f"Bearer {token}".encode() if token else b""
         self.auth_health = auth_health
         self.auth_metrics = auth_metrics
@@ -189,30 +211,55 @@ class RequestGuard:
                 "missing or wrong bearer token (Authorization: Bearer <FORECASTER_API_TOKEN>)",
                 headers={"WWW-Authenticate": 'Bearer realm="forecaster"'},
             )
-            metrics.REJECTIONS.labels(exc.reason).inc()
+            metrics.rejections("", exc.reason).inc()
             await send_json(send, exc.status, exc.body(), exc.headers)
             return
-        if path == MODEL_PATH and method in ("GET", "HEAD"):
-            await send_json(send, 200, self.card)
+        if method in ("GET", "HEAD") and path.startswith(MODEL_PATH):
+            await self.describe(path, send)
             return
-        if path != FORECAST_PATH or method != "POST":
+        answer = self.routes.get(path)
+        if answer is None or method != "POST":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        exchange = Exchange()
         metrics.IN_PROGRESS.inc()
         try:
-            status = await self.forecast(scope, receive, send)
+            status = await self.forecast(scope, receive, send, answer, exchange)
         finally:
             metrics.IN_PROGRESS.dec()
-        count, latency = metrics.by_status(status)
+        count, latency = metrics.by_status(exchange.model, status)
         count.inc()
         latency.observe(time.perf_counter() - started)
         if status == 413:  # answered, not counted as in progress while the rest is dropped
             await linger(receive, send, self.linger_max_bytes, self.linger_max_s)
 
-    async def forecast(self, scope: Scope, receive: Receive, send: Send) -> int:
-        """Answer one POST /forecast; its HTTP status, or `CLIENT_CLOSED` if the client left
-        first. A 413 is left open, with Connection: close, for `linger` to end."""
+    async def describe(self, path: str, send: Send) -> None:
+        """GET /model (the default's card), /models (all), /models/{name} (one)."""
+        card = self.cards.get(path.rstrip("/") or path)
+        if card is not None:
+            await send_json(send, 200, card)
+            return
+        name = path[len(MODEL_PREFIX) :] if path.startswith(MODEL_PREFIX) else path
+        try:
+            self.runtime.model(name)
+        except ClientError as exc:
+            await send_json(send, exc.status, exc.body(), exc.headers)
+            return
+        raise AssertionError(f"no card for {path}")  # every served name has one
+
+    async def answer_forecast(self, body: bytes, exchange: Exchange) -> bytes:
+        """POST /forecast: the request checked against its model, then that model's engine."""
+        request = parse_request(body)
+        served = self.runtime.model(request.model)
+        exchange.model = served.artifact.name
+        return await served.engine.answer(check_request(request, served.limits))
+
+    async def forecast(
+        self, scope: Scope, receive: Receive, send: Send, answer: Answer, exchange: Exchange
+    ) -> int:
+        """Answer one forecast request; its HTTP status, or `CLIENT_CLOSED` if the client
+        left first. A 413 is left open, with Connection: close, for `linger` to end."""
         try:
             length = declared_length(scope)
             if length is not None and length > self.max_body_bytes:
@@ -223,7 +270,7 @@ class RequestGuard:
             try:
                 async with asyncio.timeout(self.timeout_s):
                     body = await read_body(receive, self.max_body_bytes)
-                    reply = await self.answer_unless_gone(parse_request(body, self.limits), receive)
+                    reply = await self.answer_unless_gone(answer(body, exchange), receive)
             except TimeoutError:
                 # Closing frees the connection of a client that may still be trickling.
                 raise ClientError(
@@ -232,7 +279,7 @@ class RequestGuard:
                     headers={"Connection": "close"},
                 ) from None
         except ClientError as exc:
-            metrics.REJECTIONS.labels(exc.reason).inc()
+            metrics.rejections(exchange.model, exc.reason).inc()
             if exc.status == 413:  # the client may still be sending: `linger` ends it
                 headers = {**exc.headers, "Connection": "close"}
                 await send_json(send, exc.status, exc.body(), headers, more_body=True)
@@ -246,20 +293,20 @@ class RequestGuard:
             # uvicorn's plain-text 500, and it is counted like every answer.
             logger.exception("POST /forecast failed after validation")
             error = ClientError("model_error", "the service failed on this request; see server log")
-            metrics.REJECTIONS.labels(error.reason).inc()
+            metrics.rejections(exchange.model, error.reason).inc()
             await send_json(send, error.status, error.body(), error.headers)
             return error.status
         await send_json(send, 200, reply)
         return 200
 
-    async def answer_unless_gone(self, request: ForecastRequest, receive: Receive) -> bytes:
-        """The engine's answer, or `ConnectionAbortedError` once the client disconnects (the
-        wait is cancelled, so a queued request is skipped by the batcher, never run)."""
+    async def answer_unless_gone(self, answering: Awaitable[bytes], receive: Receive) -> bytes:
+        """The answer, or `ConnectionAbortedError` once the client disconnects (the wait is
+        cancelled, so a queued request is skipped by the batcher, never run)."""
         task = asyncio.current_task()
         assert task is not None
         watch = asyncio.create_task(until_disconnect(receive, task))
         try:
-            return await self.answer(request)
+            return await answering
         except asyncio.CancelledError:
             if not (watch.done() and not watch.cancelled() and watch.result()):
                 raise  # cancelled from outside (shutdown, timeout): not ours to swallow
@@ -267,3 +314,7 @@ class RequestGuard:
             raise ConnectionAbortedError("client disconnected while waiting") from None
         finally:
             watch.cancel()
+
+
+def encode(document: Any) -> bytes:
+    return json.dumps(document, allow_nan=False).encode()

@@ -7,16 +7,55 @@ quantiles, sizes), so each error names its field path, its rule and the value re
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
 
+from contract.frequency import Frequency, parse_frequency, parse_start
 from service.errors import FieldError, from_validation_error, validation_failed
 
 # Strict: "1.5", true and null are type errors, not silently coerced; ints are fine.
 Value = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+def _frequency(value: Any) -> Any:
+    """A frequency's code or long name as its `Frequency`; the rule `frequency` otherwise."""
+    if not isinstance(value, str):
+        return value  # the enum check reports the type
+    try:
+        return parse_frequency(value)
+    except ValueError as exc:
+        raise PydanticCustomError("frequency", str(exc)) from None
+
+
+def _start(value: str) -> str:
+    """An ISO 8601 date or datetime, kept as sent (parsed again only to step from it)."""
+    try:
+        parse_start(value)
+    except ValueError as exc:
+        raise PydanticCustomError("iso_timestamp", str(exc)) from None
+    return value
+
+
+FrequencyIn = Annotated[
+    Frequency,
+    BeforeValidator(_frequency),
+    Field(description="S, T (minute), H, D, W, M, Q, Y, or SECOND ... YEAR.", examples=["M"]),
+]
+Start = Annotated[str, AfterValidator(_start)]
+Level = Annotated[float, Field(strict=True, gt=0, lt=100)]
 
 EXAMPLE_VALUES: list[JsonValue] = [112.0, 118.0, 132.0, 129.0, 121.0, 135.0, 148.0]
 EXAMPLE_VALUES += [148.0, 136.0, 119.0, 104.0]
@@ -41,6 +80,18 @@ class SeriesIn(BaseModel):
             "max_history: only the most recent max_history points are used."
         ),
         examples=[EXAMPLE_VALUES],
+    )
+    start: Start | None = Field(
+        default=None,
+        max_length=64,
+        description=(
+            "ISO 8601 date or datetime of the first value; the forecast then carries each "
+            "step's timestamp."
+        ),
+        examples=["2020-01-31"],
+    )
+    frequency: FrequencyIn | None = Field(
+        default=None, description="This series' frequency; default the request's."
     )
 
 
@@ -71,6 +122,16 @@ class ForecastRequest(BaseModel):
     quantiles: list[Value] | None = Field(
         default=None, description="Subset of the model's quantiles; default all of them."
     )
+    levels: list[Level] | None = Field(
+        default=None,
+        description="Central prediction intervals, in percent: 80 gives lo-80 and hi-80.",
+    )
+    model: str | None = Field(
+        default=None, max_length=200, description="Model to use (GET /models); default the default."
+    )
+    frequency: FrequencyIn | None = Field(
+        default=None, description="Frequency of every series that gives none of its own."
+    )
 
 
 class SeriesForecast(BaseModel):
@@ -80,6 +141,12 @@ class SeriesForecast(BaseModel):
     point: list[float] = Field(description="Median (0.5 quantile) forecast, `horizon` steps.")
     quantiles: dict[str, list[float]] = Field(
         description='Requested quantiles, keyed by their text form ("0.1"), `horizon` steps each.'
+    )
+    timestamps: list[str] | None = Field(
+        default=None, description="Each step's timestamp; only for a series sent with `start`."
+    )
+    intervals: dict[str, list[float]] | None = Field(
+        default=None, description='Asked levels as "lo-80" / "hi-80" lists; only with `levels`.'
     )
     history_used: int = Field(description="Points of the history the model saw.")
     truncated: bool = Field(description="True when the history was cut to max_history points.")
@@ -96,6 +163,7 @@ class ForecastResponse(BaseModel):
     model: ModelRef
     horizon: int
     quantiles: list[float]
+    levels: list[float] | None = None
     forecasts: list[SeriesForecast]
 
 
@@ -116,7 +184,7 @@ class ErrorBody(BaseModel):
 
 @dataclass(frozen=True)
 class Limits:
-    """What a request may ask of the loaded model, from its metadata and the settings."""
+    """What a request may ask of one model, from its metadata and the settings."""
 
     horizon: int
     quantiles: tuple[float, ...]
@@ -125,15 +193,39 @@ class Limits:
     max_series: int
     max_points: int
     max_abs_value: float
+    frequency: Frequency | None = None  # None: the model has no fixed frequency
+    model: str = "model"  # its name, for messages
+
+    def interval(self, level: float) -> tuple[int, int] | None:
+        """Columns of the quantiles bounding the central `level`% interval, if served."""
+        low, high = self._column(0.5 - level / 200), self._column(0.5 + level / 200)
+        return None if low is None or high is None else (low, high)
+
+    def levels(self) -> list[float]:
+        """Every level the model's quantiles can give, ascending."""
+        return sorted(
+            round(100 * (1 - 2 * q), 9) for q in self.quantiles if q < 0.5 and self._column(1 - q)
+        )
+
+    def _column(self, quantile: float) -> int | None:
+        for column, q in enumerate(self.quantiles):
+            if math.isclose(q, quantile, abs_tol=1e-9):
+                return column
+        return None
 
 
-def parse_request(body: bytes, limits: Limits) -> ForecastRequest:
-    """Validate a raw body: `ClientError` 400 if it is not JSON, 422 for any broken rule."""
+def level_name(level: float) -> str:
+    """80 and 80.0 -> "80"; 95.5 -> "95.5"."""
+    return f"{level:g}"
+
+
+def parse_request(body: bytes) -> ForecastRequest:
+    """A raw body's structure: `ClientError` 400 if it is not JSON, 422 for a broken rule.
+    The model's own limits are checked next, by `check_request`."""
     try:
-        request = ForecastRequest.model_validate_json(body)
+        return ForecastRequest.model_validate_json(body)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
-    return check_request(request, limits)
 
 
 def check_request(request: ForecastRequest, limits: Limits) -> ForecastRequest:
@@ -162,6 +254,13 @@ def check_limits(request: ForecastRequest, limits: Limits) -> list[FieldError]:
             if q not in limits.quantiles:
                 msg = f"quantile not served by this model; choose from {list(limits.quantiles)}"
                 problems.append(FieldError(f"quantiles[{i}]", "known_quantile", msg, q))
+    if request.levels is not None:
+        for i, level in enumerate(request.levels):
+            if limits.interval(level) is None:
+                msg = f"level not served by this model's quantiles; choose from {limits.levels()}"
+                problems.append(FieldError(f"levels[{i}]", "known_level", msg, level))
+    if request.frequency is not None:
+        problems += check_frequency("frequency", request.frequency, limits)
     total = 0
     for i, item in enumerate(request.series):
         length = len(item.values)
@@ -169,6 +268,14 @@ def check_limits(request: ForecastRequest, limits: Limits) -> list[FieldError]:
         if length < limits.min_history:
             msg = f"history needs at least {limits.min_history} points, got {length}"
             problems.append(FieldError(f"series[{i}].values", "min_history", msg, length))
+        if item.frequency is not None:
+            problems += check_frequency(f"series[{i}].frequency", item.frequency, limits)
+        if (
+            item.start is not None
+            and (item.frequency or request.frequency or limits.frequency) is None
+        ):
+            msg = f"a start needs a frequency: model {limits.model!r} has none, so send one"
+            problems.append(FieldError(f"series[{i}].frequency", "frequency_required", msg, None))
         arr = np.asarray(item.values)
         over = np.flatnonzero(np.abs(arr) > limits.max_abs_value)
         if over.size:
@@ -181,3 +288,14 @@ def check_limits(request: ForecastRequest, limits: Limits) -> list[FieldError]:
         msg = f"at most {limits.max_points} history points per request, got {total}"
         problems.append(FieldError("series", "max_points", msg, total))
     return problems
+
+
+def check_frequency(loc: str, given: Frequency, limits: Limits) -> list[FieldError]:
+    """A 422 detail when `given` is not the model's frequency (a model without one takes any)."""
+    if limits.frequency is None or given == limits.frequency:
+        return []
+    msg = (
+        f"frequency {given.value} does not match model {limits.model!r}, "
+        f"whose frequency is {limits.frequency.value}"
+    )
+    return [FieldError(loc, "model_frequency", msg, given.value)]

@@ -1,9 +1,10 @@
-"""The BentoML service: wires settings, the model, the request guard and metrics.
+"""The BentoML service: wires settings, the models, the request guard and metrics.
 
-`POST /forecast` takes one or many series plus per-request options. `RequestGuard`
-validates the body and hands it to `Engine.answer`, whose batcher merges the series of
-concurrent requests into few forward passes (packed by `service.batching`). With
-`FORECASTER_BATCHING=false` each request runs alone.
+`POST /forecast` takes one or many series plus per-request options, for one of the
+served models. `RequestGuard` validates the body and hands it to that model's
+`Engine.answer`, whose batcher merges the series of concurrent requests into few forward
+passes (packed by `service.batching`). With `FORECASTER_BATCHING=false` each request
+runs alone. Everything is built once, by `service.runtime.build`.
 
 Why its own batcher and not a batchable `@bentoml.api`: docs/SERVING.md.
 """
@@ -12,28 +13,26 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from typing import Annotated, Any, NoReturn
 
 import bentoml
-import numpy as np
 import torch
-from pydantic import Field, ValidationError
+from pydantic import Field
 from starlette.responses import Response
 
-from service import artifact, metrics
-from service.engine import Engine, Queued
+from service import metrics
 from service.errors import ClientError
 from service.guard import ASGIApp, RequestGuard
+from service.runtime import Runtime, StartupError, build, read_settings
 from service.schemas import (
     EXAMPLE_VALUES,
     ForecastRequest,
     ForecastResponse,
-    Limits,
+    FrequencyIn,
+    Level,
     SeriesIn,
     check_request,
 )
-from service.settings import Settings
 
 logger = logging.getLogger("forecaster")
 
@@ -44,51 +43,20 @@ def _refuse_to_start(reason: str) -> NoReturn:
     raise SystemExit(1)
 
 
-# At import, so `bentoml serve` and `bentoml build` stop at once with the reason; the
-# module is loaded and probed here too, so a corrupt or mismatched model.ts stops the
+# At import, so `bentoml serve` and `bentoml build` stop at once with the reason; every
+# model is loaded and probed here too, so a corrupt or mismatched model.ts stops the
 # server before any worker starts (BentoML would otherwise restart failing workers).
 try:
-    SETTINGS = Settings()
-    ARTIFACT = artifact.locate(SETTINGS.model)
-    MODULE = ARTIFACT.load_checked()
-except ValidationError as exc:
-    _refuse_to_start(
-        "; ".join(
-            f"FORECASTER_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}"
-            for e in exc.errors(include_url=False)
-        )
-    )
-except artifact.ArtifactError as exc:
-    _refuse_to_start(artifact.one_line(exc))
-LIMITS = Limits(
-    horizon=ARTIFACT.horizon,
-    quantiles=ARTIFACT.quantiles,
-    min_history=int(ARTIFACT.metadata["min_history"]),
-    max_history=int(ARTIFACT.metadata["max_history"]),
-    max_series=SETTINGS.max_series_per_request,
-    max_points=SETTINGS.max_points_per_request,
-    max_abs_value=SETTINGS.max_abs_value,
-)
-
-
-ENGINE = Engine(MODULE, ARTIFACT, LIMITS, SETTINGS)
+    RUNTIME: Runtime = build(read_settings())
+except StartupError as exc:
+    _refuse_to_start(str(exc))
+SETTINGS = RUNTIME.settings
 GUARD_OPTIONS: dict[str, Any] = {
-    "limits": LIMITS,
-    "answer": ENGINE.answer,
-    "max_body_bytes": SETTINGS.max_body_bytes,
+    "runtime": RUNTIME,
     "timeout_s": SETTINGS.request_timeout_s,
     "token": SETTINGS.api_token.get_secret_value(),
     "auth_health": SETTINGS.auth_health,
     "auth_metrics": SETTINGS.auth_metrics,
-    "card": {
-        **ARTIFACT.card(),
-        "limits": {
-            "max_series_per_request": SETTINGS.max_series_per_request,
-            "max_points_per_request": SETTINGS.max_points_per_request,
-            "max_body_bytes": SETTINGS.max_body_bytes,
-            "max_abs_value": SETTINGS.max_abs_value,
-        },
-    },
 }
 # BentoML's per-request HTTP layers (its traffic metrics, tracing, the request timeout,
 # the access log) cost about 35 us a request, a twentieth of a batched forecast's CPU
@@ -97,6 +65,18 @@ GUARD_OPTIONS: dict[str, Any] = {
 # when tracing or the access log is asked for does it go inside, where those layers
 # see /forecast too.
 GUARD_OUTSIDE = not (SETTINGS.trace_requests or SETTINGS.access_log)
+# Models from the BentoML store, declared (as class attributes, which is where BentoML
+# looks) so that `bentoml build` packs them into the bento; folders under models/ travel
+# through bentofile.yaml's include.
+StoredModels = type(
+    "StoredModels",
+    (),
+    {
+        f"stored_model_{i}": bentoml.models.BentoModel(served.artifact.store_tag)
+        for i, served in enumerate(RUNTIME.models.values())
+        if served.artifact.store_tag is not None
+    },
+)
 
 
 class GuardedService(bentoml.Service):
@@ -113,18 +93,14 @@ class GuardedService(bentoml.Service):
     workers=SETTINGS.workers,
     traffic={"timeout": SETTINGS.request_timeout_s},
     logging={"access": {"enabled": SETTINGS.access_log}},
-    # Health and metrics endpoints are never traced; /forecast only when asked to.
+    # Health and metrics endpoints are never traced; the forecast routes only when asked to.
     tracing={
         "excluded_urls": ["/livez", "/readyz", "/metrics"]
-        + ([] if SETTINGS.trace_requests else ["/forecast", "/model"])
+        + ([] if SETTINGS.trace_requests else ["/forecast", "/model", "/models", "/v1"])
     },
 )
-class Forecaster:
+class Forecaster(StoredModels):  # type: ignore[misc,valid-type]
     """Stacked-LSTM forecasts for many variable-length series, batched across requests."""
-
-    if ARTIFACT.store_tag is not None:
-        # Declared so that `bentoml build` packs this model into the bento.
-        bento_model = bentoml.models.BentoModel(ARTIFACT.store_tag)
 
     def __init__(self) -> None:
         torch.set_num_threads(SETTINGS.torch_threads)
@@ -132,22 +108,19 @@ class Forecaster:
         gone = metrics.forget_dead_processes()
         if gone:
             logger.warning("dropped the gauge values of worker processes gone: %s", gone)
-        self.engine = ENGINE
+        self.runtime = RUNTIME
         self.ready = False
-        metrics.MODEL_INFO.labels(ARTIFACT.name, ARTIFACT.version).set(1)
-        logger.info("loaded model %s version %s", ARTIFACT.name, ARTIFACT.version)
+        for name, served in RUNTIME.models.items():
+            metrics.MODEL_INFO.labels(name, served.artifact.version).set(1)
+            logger.info(
+                "loaded model %s version %s on %s", name, served.artifact.version, RUNTIME.device
+            )
 
     @bentoml.on_startup
     async def warm_up(self) -> None:
-        """Run the model through the batcher before /readyz says ready (TorchScript
+        """Run each model through its batcher before /readyz says ready (TorchScript
         compiles its graph on the first calls)."""
-        self.engine.recording = False
-        rng = np.random.default_rng(0)
-        lengths = (LIMITS.min_history, LIMITS.max_history)
-        for i in range(SETTINGS.warmup_rounds):
-            values = rng.normal(100.0, 10.0, lengths[i % 2]).astype(np.float32)
-            await self.engine.dispatch([Queued(values, time.perf_counter())])
-        self.engine.recording = True
+        await self.runtime.warm_up(SETTINGS.warmup_rounds)
         self.ready = True
 
     def __is_ready__(self) -> bool:
@@ -175,6 +148,21 @@ class Forecaster:
                 examples=[[0.1, 0.9]],
             ),
         ] = None,
+        levels: Annotated[
+            list[Level] | None,
+            Field(description="Central intervals in percent (80: lo-80, hi-80).", examples=[[80]]),
+        ] = None,
+        model: Annotated[
+            str | None,
+            Field(
+                description="Model to use (GET /models); default the default.",
+                examples=["m3-monthly"],
+            ),
+        ] = None,
+        frequency: Annotated[
+            FrequencyIn | None,
+            Field(description="Frequency of the series that give none.", examples=["M"]),
+        ] = None,
     ) -> ForecastResponse:
         """Forecast each series' next `horizon` steps: median and quantiles.
 
@@ -183,15 +171,26 @@ class Forecaster:
         of the server's CPU per request); this declaration gives the OpenAPI schema and
         in-process callers the same behaviour.
         """
-        request = ForecastRequest(series=series, horizon=horizon, quantiles=quantiles)
+        request = ForecastRequest(
+            series=series,
+            horizon=horizon,
+            quantiles=quantiles,
+            levels=levels,
+            model=model,
+            frequency=frequency,
+        )
+        name = ""
         try:
-            body = await self.engine.answer(check_request(request, LIMITS))
+            served = self.runtime.model(model)
+            name = served.artifact.name
+            body = await served.engine.answer(check_request(request, served.limits))
         except ClientError as exc:
-            metrics.REJECTIONS.labels(exc.reason).inc()
+            metrics.rejections(name, exc.reason).inc()
             return Response(exc.body(), exc.status, exc.headers, media_type="application/json")  # type: ignore[return-value]
         return Response(body, media_type="application/json")  # type: ignore[return-value]
 
 
 if not GUARD_OUTSIDE:
-    # @bentoml.service made Forecaster a bentoml.Service; mypy ignores class decorators.
-    Forecaster.add_asgi_middleware(RequestGuard, **GUARD_OPTIONS)  # type: ignore[attr-defined]
+    # @bentoml.service made Forecaster a bentoml.Service (to mypy, Forecaster is untyped:
+    # its base is built at run time).
+    Forecaster.add_asgi_middleware(RequestGuard, **GUARD_OPTIONS)

@@ -6,21 +6,38 @@ The batching defaults come from measurement (see docs/SERVING.md, "Batching sett
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    """Service settings; `FORECASTER_<FIELD>` overrides each one (e.g. `FORECASTER_MODEL`)."""
+    """Service settings; `FORECASTER_<FIELD>` overrides each one (e.g. `FORECASTER_MODELS`)."""
 
     model_config = SettingsConfigDict(env_prefix="FORECASTER_", extra="ignore", frozen=True)
 
-    model: str = Field(
-        default="models/m3-monthly",
+    models: str = Field(
+        default="models",
         description=(
-            "The model to serve: a directory holding model.ts + metadata.json (relative paths "
-            "are tried against the working directory, then the project root), or a BentoML "
-            "model store tag such as forecaster-m3-monthly:latest."
+            "The models to serve: a directory whose subfolders are exported models, one "
+            "model folder (model.ts + metadata.json), or a comma-separated list of those "
+            "and BentoML model store tags (forecaster-m3-monthly:latest). Relative paths are "
+            "tried against the working directory, then the project root."
+        ),
+    )
+    default_model: str = Field(
+        default="m3-monthly",
+        description=(
+            "The model a request that names none gets (and GET /model describes). When "
+            "only one model is served, that one, whatever its name."
+        ),
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description=(
+            "Where the models run: cuda, cpu, or auto (CUDA when torch sees a GPU). Each "
+            "batch is copied there and its forecasts back."
         ),
     )
     batching: bool = Field(

@@ -14,7 +14,7 @@ from bench.servers import ROOT
 def test_both_arrangements_answer_and_are_timed(standin: Path, tmp_path: Path) -> None:
     out = tmp_path / "layers.json"
     command = [sys.executable, "-m", "bench.asgi_layers", "--requests", "50", "--reps", "2"]
-    env = {**os.environ, "FORECASTER_MODEL": str(standin), "BENTOML_HOME": str(tmp_path)}
+    env = {**os.environ, "FORECASTER_MODELS": str(standin), "BENTOML_HOME": str(tmp_path)}
     done = subprocess.run(
         [*command, "--out", str(out)],
         cwd=ROOT,

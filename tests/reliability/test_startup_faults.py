@@ -76,7 +76,7 @@ def test_broken_model_or_setting_stops_serve_with_one_line_and_exit_1(
         target = tmp_path / name
         shutil.copytree(tiny_artifact, target)
         breaker(target)
-        env = {**os.environ, "FORECASTER_MODEL": str(target), "BENTOML_HOME": str(bentoml_home)}
+        env = {**os.environ, "FORECASTER_MODELS": str(target), "BENTOML_HOME": str(bentoml_home)}
         command = [str(BENTOML), "serve", "--host", "127.0.0.1", "--port", str(free_port())]
         # All at once: each spends its seconds importing torch.
         proc = subprocess.Popen(

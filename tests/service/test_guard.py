@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,7 +13,9 @@ from prometheus_client import REGISTRY
 
 from service.errors import ClientError
 from service.guard import RequestGuard
+from service.runtime import Runtime, Served
 from service.schemas import ForecastRequest, Limits
+from service.settings import Settings
 
 LIMITS = Limits(6, (0.1, 0.5, 0.9), 4, 40, 3, 50, 1e6)
 VALID = b'{"series": [{"values": [1, 2, 3, 4]}]}'
@@ -71,21 +74,39 @@ class Engine:
         return b'{"answered": %d}' % len(request.series)
 
 
+def runtime_of(engine: Engine, max_body_bytes: int = 1024) -> Runtime:
+    """A runtime of one model called "tiny" whose engine's `answer` is `engine`."""
+    served = Served(
+        artifact=SimpleNamespace(name="tiny"),
+        limits=LIMITS,
+        engine=SimpleNamespace(answer=engine),
+        card={"name": "tiny"},
+    )
+    settings = Settings(max_body_bytes=max_body_bytes)
+    return Runtime(settings, {"tiny": served}, default="tiny", device="cpu")
+
+
 def make(engine: Engine | None = None) -> tuple[RequestGuard, Downstream]:
     downstream = Downstream()
-    guard = RequestGuard(
-        downstream, LIMITS, engine or Engine(), max_body_bytes=1024, card={"name": "tiny"}
-    )
+    guard = RequestGuard(downstream, runtime_of(engine or Engine()))
     return guard, downstream
 
 
 def requests_answered(code: int) -> float:
-    labels = {"code": str(code)}
-    return REGISTRY.get_sample_value("forecaster_requests_total", labels) or 0.0
+    labels = {"model": "tiny", "code": str(code)}
+    unknown = {"model": "", "code": str(code)}  # refused before the model was known
+    return sum(
+        REGISTRY.get_sample_value("forecaster_requests_total", one) or 0.0
+        for one in (labels, unknown)
+    )
 
 
 def rejections(reason: str) -> float:
-    return REGISTRY.get_sample_value("forecaster_rejections_total", {"reason": reason}) or 0.0
+    return sum(
+        REGISTRY.get_sample_value("forecaster_rejections_total", {"model": m, "reason": reason})
+        or 0.0
+        for m in ("tiny", "")
+    )
 
 
 def test_a_valid_body_is_answered_by_the_engine_and_never_reaches_bentoml() -> None:
@@ -168,7 +189,7 @@ class NeverAnswers(Engine):
 def timed_out(engine: Engine, receive: Any) -> tuple[int, dict[str, Any], float]:
     """One POST /forecast through a guard with a 50 ms timeout: status, body, seconds taken
     (and the answer closes the connection)."""
-    guard = RequestGuard(Downstream(), LIMITS, engine, 1024, {"name": "tiny"}, timeout_s=0.05)
+    guard = RequestGuard(Downstream(), runtime_of(engine), timeout_s=0.05)
     sent, seconds = drive(guard, receive, [])
     assert (b"connection", b"close") in sent[0]["headers"]
     return sent[0]["status"], json.loads(sent[1]["body"]), seconds
@@ -222,7 +243,7 @@ TOKEN = "s3cr3t-token-value"
 
 def authed(**flags: bool) -> tuple[RequestGuard, Downstream]:
     downstream = Downstream()
-    guard = RequestGuard(downstream, LIMITS, Engine(), 1024, {"name": "tiny"}, token=TOKEN, **flags)
+    guard = RequestGuard(downstream, runtime_of(Engine()), token=TOKEN, **flags)
     return guard, downstream
 
 
@@ -314,7 +335,7 @@ def test_a_client_that_disconnects_while_its_request_waits_is_499_and_its_wait_i
     """Guards against a request whose client has left waiting on in the queue (its series
     run for nobody) and being counted as a 200 (or, here, a 504 after the timeout)."""
     engine = NeverAnswers()
-    guard = RequestGuard(Downstream(), LIMITS, engine, 1024, {"name": "tiny"}, timeout_s=1.0)
+    guard = RequestGuard(Downstream(), runtime_of(engine), timeout_s=1.0)
     messages = [{"type": "http.request", "body": VALID, "more_body": False}]
 
     async def receive() -> dict[str, Any]:
@@ -354,7 +375,7 @@ def test_a_client_that_stays_gets_its_answer_and_no_watcher_is_left_behind() -> 
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
-    guard = RequestGuard(Downstream(), LIMITS, Slow(), 1024, {"name": "tiny"})
+    guard = RequestGuard(Downstream(), runtime_of(Slow()))
     before = requests_answered(200)
     left: list[int] = []
 
@@ -453,11 +474,11 @@ def test_an_undeclared_oversize_is_answered_at_the_limit_then_the_rest_is_droppe
 
 def test_lingering_stops_at_its_byte_bound_and_at_its_time_bound() -> None:
     """Guards against a client keeping a worker busy reading an endless refused body."""
-    downstream, card = Downstream(), {"name": "tiny"}
-    guard = RequestGuard(downstream, LIMITS, Engine(), 1024, card, linger_max_bytes=1000)
+    downstream = Downstream()
+    guard = RequestGuard(downstream, runtime_of(Engine()), linger_max_bytes=1000)
     got, _ = lingering(guard, Client([b"x" * 600] * 9), DECLARED_3000)
     assert got[2:] == ["read 600", "read 600", "end b''"]  # 1200 B dropped > 1000: closed
-    guard = RequestGuard(downstream, LIMITS, Engine(), 1024, card, linger_max_s=0.1)
+    guard = RequestGuard(downstream, runtime_of(Engine()), linger_max_s=0.1)
     got, seconds = lingering(guard, Client([b"x" * 600], stall=True), DECLARED_3000)
     assert got[2:] == ["read 600", "end b''"]
     assert 0.1 <= seconds < 1.0

@@ -312,7 +312,7 @@ def test_metrics_move_by_exactly_what_was_sent(server: Server) -> None:
     assert delta("forecaster_requests_total", '{code="422"}') == 1
     assert delta("forecaster_request_duration_seconds_count", '{code="200"}') == 4
     assert sample(after, "forecaster_requests_in_progress") == 0
-    info = f'{{name="{NAME}",version="{VERSION}"}}'
+    info = f'{{model="{NAME}",version="{VERSION}"}}'
     assert sample(after, "forecaster_model_info", info) == 1
     # BentoML's own metrics (its other routes, process) stay on the same page.
     assert "bentoml_service_request_total" in after

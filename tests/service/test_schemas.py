@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from contract.frequency import Frequency
 from service.errors import ClientError, format_loc, json_safe
-from service.schemas import Limits, parse_request
+from service.schemas import ForecastRequest, Limits, check_request, parse_request
 
 LIMITS = Limits(
     horizon=6,
@@ -22,10 +23,15 @@ LIMITS = Limits(
 OK = [1.0, 2.0, 3.0, 4.0, 5.0]
 
 
-def rejected(body: bytes | str) -> ClientError:
+def parse(raw: bytes, limits: Limits = LIMITS) -> ForecastRequest:
+    """The body as the guard takes it: structure first, then the model's limits."""
+    return check_request(parse_request(raw), limits)
+
+
+def rejected(body: bytes | str, limits: Limits = LIMITS) -> ClientError:
     raw = body.encode() if isinstance(body, str) else body
     with pytest.raises(ClientError) as info:
-        parse_request(raw, LIMITS)
+        parse(raw, limits)
     return info.value
 
 
@@ -34,7 +40,7 @@ def first(err: ClientError) -> dict[str, Any]:
 
 
 def test_minimal_body_is_accepted() -> None:
-    request = parse_request(b'{"series": [{"values": [1, 2, 3, 4]}]}', LIMITS)
+    request = parse(b'{"series": [{"values": [1, 2, 3, 4]}]}')
     assert request.series[0].values == [1.0, 2.0, 3.0, 4.0]
     assert request.horizon is None and request.quantiles is None
 
@@ -145,3 +151,85 @@ def test_format_loc_and_json_safe() -> None:
     assert format_loc(()) == "body"
     assert json_safe(float("-inf")) == "-Infinity"
     assert len(json_safe("x" * 500)) == 80
+
+
+MONTHLY = Limits(
+    horizon=6,
+    quantiles=(0.05, 0.1, 0.5, 0.9, 0.95),
+    min_history=4,
+    max_history=40,
+    max_series=3,
+    max_points=50,
+    max_abs_value=1e6,
+    frequency=Frequency.M,
+    model="m3-monthly",
+)
+
+
+def test_frequencies_are_read_in_codes_and_long_names() -> None:
+    body = {
+        "series": [
+            {"values": OK, "start": "2020-01-31", "frequency": "month"},
+            {"values": OK, "start": "2020-01-31T00:00:00Z"},
+        ],
+        "frequency": "M",
+    }
+    request = parse(json.dumps(body).encode(), MONTHLY)
+    assert [s.frequency for s in request.series] == [Frequency.M, None]
+    assert request.frequency is Frequency.M
+
+
+def test_a_frequency_the_model_does_not_serve_is_422_naming_both() -> None:
+    """Guards against a quarterly series forecast by a monthly model as if it were monthly."""
+    body = {"series": [{"values": OK}, {"values": OK, "frequency": "Q"}]}
+    assert first(rejected(json.dumps(body), MONTHLY)) == {
+        "loc": "series[1].frequency",
+        "rule": "model_frequency",
+        "message": "frequency Q does not match model 'm3-monthly', whose frequency is M",
+        "value": "Q",
+    }
+    err = rejected(json.dumps({"series": [{"values": OK}], "frequency": "hourly"}), MONTHLY)
+    assert (err.status, first(err)["loc"], first(err)["value"]) == (422, "frequency", "H")
+
+
+def test_an_unknown_frequency_or_start_is_422_with_its_rule() -> None:
+    err = rejected(json.dumps({"series": [{"values": OK, "frequency": "fortnightly"}]}), MONTHLY)
+    assert (first(err)["loc"], first(err)["rule"], first(err)["value"]) == (
+        "series[0].frequency",
+        "frequency",
+        "fortnightly",
+    )
+    err = rejected(json.dumps({"series": [{"values": OK, "start": "31/01/2020"}]}), MONTHLY)
+    assert (first(err)["loc"], first(err)["rule"], first(err)["value"]) == (
+        "series[0].start",
+        "iso_timestamp",
+        "31/01/2020",
+    )
+
+
+def test_a_start_needs_a_frequency_when_the_model_has_none() -> None:
+    """Guards against timestamps stepped by a guessed frequency."""
+    err = rejected(json.dumps({"series": [{"values": OK, "start": "2020-01-31"}]}))
+    assert first(err) == {
+        "loc": "series[0].frequency",
+        "rule": "frequency_required",
+        "message": "a start needs a frequency: model 'model' has none, so send one",
+        "value": None,
+    }
+    daily = {"series": [{"values": OK, "start": "2020-01-31", "frequency": "D"}]}
+    parse(json.dumps(daily).encode())
+
+
+def test_levels_are_those_the_quantiles_bound() -> None:
+    """Guards against an interval built from quantiles the model does not have."""
+    assert MONTHLY.levels() == [80.0, 90.0]
+    assert MONTHLY.interval(80) == (1, 3) and MONTHLY.interval(90.0) == (0, 4)
+    parse(json.dumps({"series": [{"values": OK}], "levels": [80, 90]}).encode(), MONTHLY)
+    assert first(rejected(json.dumps({"series": [{"values": OK}], "levels": [95]}), MONTHLY)) == {
+        "loc": "levels[0]",
+        "rule": "known_level",
+        "message": "level not served by this model's quantiles; choose from [80.0, 90.0]",
+        "value": 95.0,
+    }
+    err = rejected(json.dumps({"series": [{"values": OK}], "levels": [100]}), MONTHLY)
+    assert (first(err)["loc"], first(err)["rule"]) == ("levels[0]", "less_than")
