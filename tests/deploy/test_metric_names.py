@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.deploy.conftest import (
     alert_rules,
     dashboard_exprs,
     exposed_series,
     metric_names,
+    model_labelled_families,
 )
+from tests.service.tiny_model import NAME, VERSION
 
 pytestmark = pytest.mark.slow
 
@@ -59,3 +62,25 @@ def test_the_dashboard_shows_every_forecaster_metric(live_metrics: str) -> None:
     used = set().union(*(metric_names(expr) for expr in dashboard_exprs()))
     shown = {name for name in families if any(u == name or u.startswith(f"{name}_") for u in used)}
     assert families - shown == set(), f"no panel for {sorted(families - shown)}"
+
+
+def test_the_metrics_read_as_model_labelled_are_those_served_with_the_label(
+    live_metrics: str,
+) -> None:
+    """Guards the dashboard's `$model` filter test against reading the wrong metrics as
+    model-labelled (it would demand a filter that matches nothing, or miss one), and
+    forecaster_model_info against keeping its old `name` label, which the model selector,
+    the version panel and the version-skew alert no longer read."""
+    ours = [
+        family
+        for family in text_string_to_metric_families(live_metrics)
+        if family.name.startswith("forecaster_")
+    ]
+    labelled = {
+        family.name
+        for family in ours
+        if family.samples and all("model" in s.labels for s in family.samples)
+    }
+    assert labelled == model_labelled_families()
+    (info,) = [family for family in ours if family.name == "forecaster_model_info"]
+    assert [(s.labels, s.value) for s in info.samples] == [({"model": NAME, "version": VERSION}, 1)]

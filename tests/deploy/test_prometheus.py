@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from tests.deploy.conftest import (
     ALERT_TESTS,
     PROMETHEUS_CONFIG,
     alert_rules,
+    dashboard,
     dashboard_exprs,
     forecast,
     load_yaml,
@@ -179,9 +181,10 @@ def prometheus(deploy_server: Server, tmp_path: Path) -> Iterator[Prometheus]:
         running.stop()
 
 
-def scraped(server: Server, name: str) -> float:
-    """One sample straight from the service's /metrics (0 when absent)."""
-    return sample(scrape(server), name)
+def scraped(server: Server, name: str, labels: str = "") -> float:
+    """A sample straight from the service's /metrics, summed over the labels not asked
+    for (0 when absent)."""
+    return sample(scrape(server), name, labels)
 
 
 @pytest.mark.slow
@@ -189,30 +192,37 @@ def test_prometheus_scrapes_our_series_and_evaluates_the_rules(
     deploy_server: Server, prometheus: Prometheus
 ) -> None:
     """Guards against a config, metric name or label that only breaks in a real Prometheus."""
-    series_before = scraped(deploy_server, "forecaster_forecast_series_total")
-    lengths_before = scraped(deploy_server, "forecaster_history_length_points_count")
-    ok_before = scraped(deploy_server, 'forecaster_requests_total{code="200"}')
+    mine = f'{{model="{NAME}"}}'
+    series_before = scraped(deploy_server, "forecaster_forecast_series_total", mine)
+    lengths_before = scraped(deploy_server, "forecaster_history_length_points_count", mine)
+    ok_before = scraped(deploy_server, "forecaster_requests_total", '{code="200"}')
     sizes = (1, 4, 2, 7, 3)
     for n in sizes:
         response = forecast(deploy_server, n)
         assert response.status_code == 200, response.text
     expected = series_before + sum(sizes)
 
-    selector = f'{{job="{JOB}"}}'
+    selector = f'{{job="{JOB}", model="{NAME}"}}'
     until(
         lambda: prometheus.value(f"forecaster_forecast_series_total{selector}") == expected,
         30,
         lambda: f"{prometheus.query('forecaster_forecast_series_total')}\n{prometheus.tail()}",
     )
-    assert prometheus.value(f"up{selector}") == 1
+    assert prometheus.value(f'up{{job="{JOB}"}}') == 1
     # Histograms: one observation of the history length per series, over every pass.
     lengths = lengths_before + sum(sizes)
     assert prometheus.value(f"forecaster_history_length_points_count{selector}") == lengths
     assert prometheus.value('forecaster_history_length_points_bucket{le="+Inf"}') == lengths
     # Every series went through exactly one forward pass (warm-up passes are not recorded).
     assert prometheus.value("sum(forecaster_model_call_series_sum)") == expected
-    (info,) = prometheus.query(f"forecaster_model_info{selector}")
-    assert (info["metric"]["name"], info["metric"]["version"]) == (NAME, VERSION)
+    (info,) = prometheus.query(f'forecaster_model_info{{job="{JOB}"}}')
+    assert info["metric"] == {
+        "__name__": "forecaster_model_info",
+        "job": JOB,
+        "instance": deploy_server.url.removeprefix("http://"),
+        "model": NAME,
+        "version": VERSION,
+    }
     assert info["value"][1] == "1"
     ok = prometheus.query('sum(forecaster_requests_total{code="200"})')
     assert float(ok[0]["value"][1]) == ok_before + len(sizes)
@@ -235,8 +245,19 @@ def test_prometheus_scrapes_our_series_and_evaluates_the_rules(
         lambda: str(prometheus.api("alerts")["alerts"]),
     )
 
-    # Every dashboard query is valid PromQL for this Prometheus.
+    # Every dashboard query is valid PromQL for this Prometheus, with the model selector
+    # on the served model as Grafana would send it; the selector offers that model.
+    def as_sent(expr: str, model: str = NAME) -> str:
+        return expr.replace("$__rate_interval", "1m").replace("$model", model)
+
     for expr in dashboard_exprs():
-        prometheus.api("query", query=expr.replace("$__rate_interval", "1m"))
-    (version_row,) = prometheus.query("count by (name, version) (forecaster_model_info == 1)")
-    assert version_row["metric"] == {"name": NAME, "version": VERSION}
+        prometheus.api("query", query=as_sent(expr))
+    (variable,) = [v for v in dashboard()["templating"]["list"] if v["name"] == "model"]
+    values_of = re.fullmatch(r"label_values\((\w+), *(\w+)\)", variable["query"])
+    assert values_of, variable["query"]
+    metric, label = values_of.groups()
+    assert prometheus.api(f"label/{label}/values", **{"match[]": metric}) == [NAME]
+    (versions,) = [expr for expr in dashboard_exprs() if "forecaster_model_info" in expr]
+    (version_row,) = prometheus.query(as_sent(versions))
+    assert version_row["metric"] == {"model": NAME, "version": VERSION}
+    assert prometheus.query(as_sent(versions, model="other")) == []
