@@ -18,7 +18,9 @@ NAME = "tiny"
 VERSION = "20260101-0000-test0001"
 
 
-def write_tiny_artifact(directory: Path, seed: int = 0) -> Path:
+def write_tiny_artifact(
+    directory: Path, seed: int = 0, name: str = NAME, frequency: str = "monthly"
+) -> Path:
     """Script a small StackedLSTMForecaster (fixed seed) into `directory`; return it."""
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -28,14 +30,14 @@ def write_tiny_artifact(directory: Path, seed: int = 0) -> Path:
     torch.jit.script(module).save(str(model_path))
     metadata = ModelMetadata(
         schema_version=1,
-        name=NAME,
+        name=name,
         version=VERSION,
         created="2026-01-01T00:00:00Z",
         horizon=HORIZON,
         quantiles=QUANTILES,
         point_quantile_index=1,
         season_length=12,
-        frequency="monthly",
+        frequency=frequency,
         min_history=MIN_HISTORY,
         max_history=MAX_HISTORY,
         model_config=config.to_dict(),
