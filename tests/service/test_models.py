@@ -7,59 +7,19 @@ import json
 import random
 import statistics
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-import torch
 
 from bench.loadgen import Request, prebuilt_request, run_closed_loop
 from bench.metrics import sample, scrape
-from bench.servers import Server, serve_env
-from tests.service.tiny_model import MAX_HISTORY, QUANTILES, write_tiny_artifact
+from bench.servers import Server
+from tests.service.conftest import MODELS, References
+from tests.service.tiny_model import MAX_HISTORY, QUANTILES
 
 pytestmark = pytest.mark.slow
-
-# name -> (metadata frequency, seed): three models of different weights.
-MODELS = {"tiny": ("monthly", 0), "tiny-q": ("quarterly", 1), "tiny-any": ("other", 2)}
-References = dict[str, Callable[[list[float]], np.ndarray]]
-
-
-@pytest.fixture(scope="module")
-def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models/ folder of three tiny models (and a staging folder that is not one)."""
-    root = tmp_path_factory.mktemp("repository")
-    for name, (frequency, seed) in MODELS.items():
-        write_tiny_artifact(root / name, seed=seed, name=name, frequency=frequency)
-    write_tiny_artifact(root / ".tiny.staging-1", seed=9, name="half-written")
-    return root
-
-
-@pytest.fixture(scope="module")
-def references(repository: Path) -> References:
-    """Each model run in-process with plain torch.jit.load, on one series alone: (H, Q)."""
-
-    def alone(name: str) -> Callable[[list[float]], np.ndarray]:
-        module = torch.jit.load(str(repository / name / "model.ts")).eval()
-
-        def run(values: list[float]) -> np.ndarray:
-            with torch.inference_mode():
-                out = module(torch.tensor([values]), torch.tensor([len(values)]))
-            return out.numpy()[0]  # (H, Q)
-
-        return run
-
-    return {name: alone(name) for name in MODELS}
-
-
-@pytest.fixture(scope="module")
-def served(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = serve_env(repository, tmp_path_factory.mktemp("home"), default_model="tiny")
-    with Server(env) as server:
-        yield server
 
 
 def post(server: Server, body: Any, path: str = "/forecast") -> httpx.Response:
