@@ -23,23 +23,25 @@ from packaging.requirements import Requirement
 
 from bench.servers import BENTOML, ROOT, Server
 from tests.service.conftest import Reference
-from tests.service.tiny_model import NAME, QUANTILES, VERSION
+from tests.service.tiny_model import QUANTILES, VERSION, write_tiny_artifact
 
 pytestmark = pytest.mark.slow
 
 
-def test_built_bento_serves_its_own_model_from_an_empty_directory(
-    tiny_artifact: Path, reference: Reference, tmp_path: Path
+def test_built_bento_serves_its_own_models_from_an_empty_directory(
+    reference: Reference, tmp_path: Path
 ) -> None:
-    """Guards against a bento missing the model or a module, which only fails in production."""
+    """Guards against a bento missing a model or a module, which only fails in production."""
     project = tmp_path / "project"
     (project / "models").mkdir(parents=True)
-    shutil.copytree(
-        ROOT / "service", project / "service", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    for package in ("service", "contract"):
+        ignore = shutil.ignore_patterns("__pycache__")
+        shutil.copytree(ROOT / package, project / package, ignore=ignore)
     shutil.copy(ROOT / "bentofile.yaml", project)
-    # The tiny model stands in for the shipped default, models/m3-monthly.
-    shutil.copytree(tiny_artifact, project / "models" / "m3-monthly")
+    # Tiny models stand in for the shipped ones (the default's weights are the session's
+    # tiny model's, seed 0, so `reference` is its forecast).
+    for name, seed in (("m3-monthly", 0), ("m3-quarterly", 1)):
+        write_tiny_artifact(project / "models" / name, seed=seed, name=name)
     (project / "models" / "m3-monthly" / "learning_curve.png").write_bytes(b"not needed to serve")
     env = {k: v for k, v in os.environ.items() if not k.startswith("FORECASTER_")}
     env["BENTOML_HOME"] = str(tmp_path / "home")
@@ -59,8 +61,11 @@ def test_built_bento_serves_its_own_model_from_an_empty_directory(
 
     bento = tmp_path / "home" / "bentos" / "forecaster" / tag.split(":")[1]
     files = {str(p.relative_to(bento / "src")) for p in (bento / "src").rglob("*") if p.is_file()}
-    assert {"models/m3-monthly/model.ts", "models/m3-monthly/metadata.json"} <= files
-    assert "service/service.py" in files
+    for name in ("m3-monthly", "m3-quarterly"):
+        assert {f"models/{name}/model.ts", f"models/{name}/metadata.json"} <= files
+    # The project is installed in this venv too, so only the file list can show a package
+    # the bento would lack in a container.
+    assert {"service/service.py", "contract/metadata.py", "contract/frequency.py"} <= files
     assert not [f for f in files if f.endswith(".png") or f.startswith(("tests", "training"))]
     dockerfile = bento / "env" / "docker" / "Dockerfile"
     assert dockerfile.is_file(), "bentoml build made no Dockerfile"
@@ -80,7 +85,9 @@ def test_built_bento_serves_its_own_model_from_an_empty_directory(
         )
         assert response.status_code == 200, response.text
         body = response.json()
-        assert body["model"] == {"name": NAME, "version": VERSION}
+        assert body["model"] == {"name": "m3-monthly", "version": VERSION}
+        served = httpx.get(f"{server.url}/models", timeout=30).json()["models"]
+        assert [card["name"] for card in served] == ["m3-monthly", "m3-quarterly"]
         expected = reference(values)
         np.testing.assert_allclose(
             body["forecasts"][0]["point"], expected[:, QUANTILES.index(0.5)], rtol=1e-5
