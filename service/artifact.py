@@ -170,7 +170,7 @@ def is_store_tag(spec: str) -> bool:
 
 
 def locate(spec: str, cwd: Path | None = None) -> Artifact:
-    """The artifact a `FORECASTER_MODEL` value names: a directory, else a store tag.
+    """The artifact one `FORECASTER_MODELS` entry names: a model directory, else a store tag.
 
     Relative directories are tried against the working directory, then the project root
     (so `bentoml serve` works from anywhere in a checkout and inside a built bento).
@@ -197,6 +197,6 @@ def locate(spec: str, cwd: Path | None = None) -> Artifact:
     store = " nor a BentoML model store tag" if is_store_tag(spec) else ""
     raise ArtifactError(
         f"model {spec!r} not found: no metadata.json in {tried}{store}. "
-        "Train one (make train) or point FORECASTER_MODEL at a models/<name> directory "
+        "Train one (make train) or point FORECASTER_MODELS at a models/<name> directory "
         "or a store tag such as forecaster-m3-monthly:latest."
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 from bench.servers import BENTOML, ROOT, Server, free_port, serve_env
 from tests.reliability.common import report
@@ -42,6 +43,16 @@ def tampered_model(directory: Path) -> None:
     (directory / "model.ts").write_bytes((directory / "model.ts").read_bytes()[:-100])
 
 
+def repository_of_two(directory: Path, second: str = "tiny-2") -> None:
+    """Turn a copy of the tiny artifact into a folder of two models, the second renamed."""
+    first = directory.with_name(directory.name + "-first")
+    directory.rename(first)
+    directory.mkdir()
+    first.rename(directory / "a")
+    shutil.copytree(directory / "a", directory / "b")
+    edit_metadata(directory / "b", name=second)
+
+
 # name -> (how to break a copy of the tiny artifact, extra env, text the one line must hold)
 CASES: dict[str, tuple[Callable[[Path], None], dict[str, str], str]] = {
     "missing_directory": (lambda d: shutil.rmtree(d), {}, "not found: no metadata.json in"),
@@ -64,7 +75,29 @@ CASES: dict[str, tuple[Callable[[Path], None], dict[str, str], str]] = {
         "schema_version 2 != 1",
     ),
     "bad_setting": (lambda d: None, {"FORECASTER_WORKERS": "0"}, "FORECASTER_WORKERS: Input"),
+    "bad_device": (lambda d: None, {"FORECASTER_DEVICE": "tpu"}, "FORECASTER_DEVICE: Input"),
+    "unknown_default_model": (
+        repository_of_two,
+        {"FORECASTER_DEFAULT_MODEL": "m3-monthly"},
+        "FORECASTER_DEFAULT_MODEL 'm3-monthly' is not among the models served: ['tiny', 'tiny-2']",
+    ),
+    "two_models_one_name": (
+        lambda d: repository_of_two(d, second="tiny"),
+        {},
+        "two models are called 'tiny'",
+    ),
+    "one_broken_model_of_two": (
+        lambda d: (repository_of_two(d), tampered_model(d / "b")),
+        {"FORECASTER_DEFAULT_MODEL": "tiny"},
+        "b/model.ts: sha256",
+    ),
 }
+if not torch.cuda.is_available():  # where there is a GPU this setting is fine
+    CASES["cuda_without_gpu"] = (
+        lambda d: None,
+        {"FORECASTER_DEVICE": "cuda"},
+        "FORECASTER_DEVICE=cuda, but torch sees no CUDA device",
+    )
 
 
 def test_broken_model_or_setting_stops_serve_with_one_line_and_exit_1(

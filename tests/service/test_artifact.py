@@ -89,7 +89,7 @@ def test_missing_model_names_what_was_tried(tmp_path: Path) -> None:
         locate("models/nope", cwd=tmp_path)
     message = str(info.value)
     assert message.startswith("model 'models/nope' not found: no metadata.json in ")
-    assert str(tmp_path / "models/nope") in message and "FORECASTER_MODEL" in message
+    assert str(tmp_path / "models/nope") in message and "FORECASTER_MODELS" in message
 
 
 @pytest.mark.parametrize(
