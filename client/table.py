@@ -1,7 +1,7 @@
 """The batch command's files: the long-format input read as a stream of series, and the
 long-format forecasts written one series at a time.
 
-Input is the training CSV format (training/data.py): a header naming at least
+Input is the training CSV format, read by `contract.long_csv`: a header naming at least
 `series_id`, `timestamp` and `value`, in any order, other columns ignored; timestamps
 integers or ISO-8601 dates/times; line numbers 1-based with the header on line 1. One
 more rule, so that a file of any size streams: **the rows of each series are
@@ -20,30 +20,26 @@ from __future__ import annotations
 
 import csv
 import itertools
-import math
-import re
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import TextIO
 
 from client.results import SeriesForecast
 from contract.frequency import LONG_NAMES, Frequency, Start, parse_start, step_timestamps
-
-REQUIRED_COLUMNS = ("series_id", "timestamp", "value")
-_YEAR_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
-
-
-class _CsvReader(Protocol):
-    """What `csv.reader` returns, as this module uses it."""
-
-    line_num: int
-
-    def __iter__(self) -> Iterator[list[str]]: ...
-
-    def __next__(self) -> list[str]: ...
+from contract.long_csv import (
+    REQUIRED_COLUMNS,
+    ColumnError,
+    CsvReader,
+    Timestamp,
+    column_indices,
+    data_rows,
+    iso_text,
+    parse_timestamp,
+    parse_value,
+    timestamp_kind,
+    usual_step,
+)
 
 
 class BatchError(Exception):
@@ -76,7 +72,7 @@ class InputSeries:
         return None
 
 
-_Point = tuple[int | datetime, float, str, int]  # (timestamp, value, as written, line)
+_Point = tuple[Timestamp, float, str, int]  # (timestamp, value, as written, line)
 
 
 @dataclass
@@ -88,49 +84,13 @@ class _Rows:
     last_line: int = 0
 
 
-def _parse_stamp(raw: str) -> int | datetime:
-    try:
-        return int(raw)
-    except ValueError:
-        pass
-    month = _YEAR_MONTH.match(raw)
-    # fromisoformat does not take "YYYY-MM", the usual way to write a month.
-    return datetime(int(month[1]), int(month[2]), 1) if month else datetime.fromisoformat(raw)
-
-
-def _row_problem(raw_ts: str, raw_value: str) -> tuple[int | datetime, float] | str:
-    """The parsed (timestamp, value) of a row, or what is wrong with it."""
-    if not raw_ts:
-        return "timestamp must not be empty"
-    try:
-        stamp = _parse_stamp(raw_ts)
-    except ValueError:
-        return f"timestamp must be an integer or an ISO-8601 date/time, got {raw_ts!r}"
-    try:
-        value = float(raw_value)
-    except ValueError:
-        return f"value must be a number, got {raw_value!r}"
-    if not math.isfinite(value):
-        return f"value must be finite, got {raw_value!r}"
-    return stamp, value
-
-
-def _most_common_step(steps: Sequence[int]) -> int:
-    counts = Counter(steps)
-    top = max(counts.values())
-    return min(s for s, c in counts.items() if c == top)  # the smallest of a tie
-
-
 def _finish(rows: _Rows, frequency: Frequency | None) -> InputSeries:
     """Sort the rows by time and check that they are equally spaced."""
     s = rows.series
     if s.problem is not None:
         return s
     points = rows.points
-    kinds = {
-        "integer" if isinstance(p[0], int) else ("aware" if p[0].tzinfo else "naive")
-        for p in points
-    }
+    kinds = {timestamp_kind(p[0]) for p in points}
     if len(kinds) > 1:
         s.problem = f"timestamps must all be of one kind, got {' and '.join(sorted(kinds))}"
         return s
@@ -145,7 +105,7 @@ def _finish(rows: _Rows, frequency: Frequency | None) -> InputSeries:
         return _dated(s, points, frequency)
     stamps = [t for t, *_ in points if isinstance(t, int)]  # all of them: one kind
     steps = [b - a for a, b in itertools.pairwise(stamps)]
-    s.step = _most_common_step(steps) if steps else 1
+    s.step = usual_step(steps) if steps else 1
     s.last = stamps[-1]
     for i, step in enumerate(steps):
         if step != s.step:
@@ -162,7 +122,7 @@ def _dated(s: InputSeries, points: list[_Point], frequency: Frequency | None) ->
     `start` for the service."""
     written = points[0][2]
     # contract's start is a date or a datetime; "2024-01", a month, is its first day.
-    start = parse_start(f"{written}-01" if _YEAR_MONTH.match(written) else written)
+    start = parse_start(iso_text(written))
     if frequency is None:
         s.start = str(start)
         return s
@@ -172,7 +132,7 @@ def _dated(s: InputSeries, points: list[_Point], frequency: Frequency | None) ->
         s.problem = str(exc)
         return s
     for (stamp, _, raw, line), text in zip(points, expected, strict=True):
-        if stamp != _parse_stamp(text):
+        if stamp != parse_timestamp(text):
             s.problem = (
                 f"timestamps must step by one {LONG_NAMES[frequency].lower()} ({frequency}) "
                 f"from {written}: expected {text}, got {raw} (line {line})"
@@ -213,29 +173,23 @@ def read_series(path: Path, frequency: Frequency | None = None) -> Iterator[Inpu
 
 
 def _rows_to_series(
-    path: Path, reader: _CsvReader, offset: Callable[[], int], frequency: Frequency | None
+    path: Path, reader: CsvReader, offset: Callable[[], int], frequency: Frequency | None
 ) -> Iterator[InputSeries]:
     header = next(reader, None)
     if header is None:
         raise BatchError(f"{path}: file is empty; expected a header {','.join(REQUIRED_COLUMNS)}")
-    columns = _columns(path, header)
+    try:
+        columns = column_indices(header)
+    except ColumnError as exc:
+        got = "missing" if not exc.count else f"appears {exc.count} times"
+        raise BatchError(
+            f"{path}, line 1: column {exc.column!r} {got}; the header must name each of "
+            f"{', '.join(REQUIRED_COLUMNS)} once, got {', '.join(map(repr, exc.names))}"
+        ) from None
     seen: dict[str, int] = {}  # series id -> the line its rows ended on
     current: _Rows | None = None
-    end_of_previous = reader.line_num
-    for row in reader:
-        # A quoted field may span lines; the row starts right after the previous one ended.
-        line = end_of_previous + 1
-        end_of_previous = reader.line_num
-        if not row:
-            continue  # blank lines (often a trailing one) carry no data
-        if len(row) != len(header):
-            raise BatchError(
-                f"{path}, line {line}: row must have {len(header)} fields like the header, "
-                f"got {len(row)}"
-            )
-        sid = row[columns["series_id"]].strip()
-        if not sid:
-            raise BatchError(f"{path}, line {line}: series_id must not be empty")
+    for row in data_rows(path, reader, header, columns, BatchError):
+        line, sid = row.line, row.series_id
         if current is None or sid != current.series.id:
             if current is not None:
                 seen[current.series.id] = current.last_line
@@ -247,34 +201,18 @@ def _rows_to_series(
                     "contiguous: sort the file by series_id"
                 )
             current = _Rows(InputSeries(index=len(seen), id=sid, line=line), [])
-        raw_ts, raw_value = row[columns["timestamp"]].strip(), row[columns["value"]].strip()
-        parsed = _row_problem(raw_ts, raw_value)
-        if isinstance(parsed, str):
+        try:
+            stamp, value = parse_timestamp(row.timestamp), parse_value(row.value)
+        except ValueError as exc:
             if current.series.problem is None:
-                current.series.problem = f"{parsed} (line {line})"
+                current.series.problem = f"{exc} (line {line})"
         else:
-            current.points.append((parsed[0], parsed[1], raw_ts, line))
-        current.last_line = end_of_previous
+            current.points.append((stamp, value, row.timestamp, line))
+        current.last_line = row.end
         current.series.end_offset = offset()
     if current is None:
         raise BatchError(f"{path}: file has a header but no data rows")
     yield _finish(current, frequency)
-
-
-def _columns(path: Path, header: list[str]) -> dict[str, int]:
-    """Positions of the required columns; extra columns are ignored."""
-    names = [name.strip() for name in header]
-    indices: dict[str, int] = {}
-    for column in REQUIRED_COLUMNS:
-        positions = [i for i, name in enumerate(names) if name == column]
-        if len(positions) != 1:
-            got = "missing" if not positions else f"appears {len(positions)} times"
-            raise BatchError(
-                f"{path}, line 1: column {column!r} {got}; the header must name each of "
-                f"{', '.join(REQUIRED_COLUMNS)} once, got {', '.join(map(repr, names))}"
-            )
-        indices[column] = positions[0]
-    return indices
 
 
 def level_name(level: float) -> str:

@@ -29,9 +29,6 @@ from __future__ import annotations
 import calendar
 import csv
 import itertools
-import math
-import re
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,6 +36,19 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+
+from contract.long_csv import (
+    REQUIRED_COLUMNS,
+    ColumnError,
+    Kind,
+    Timestamp,
+    column_indices,
+    data_rows,
+    parse_timestamp,
+    parse_value,
+    timestamp_kind,
+    usual_step,
+)
 
 DATASETS = ("m3-monthly", "m3-quarterly", "m3-yearly", "m3-other")
 
@@ -52,15 +62,13 @@ _M3_SPECS: dict[str, tuple[str, int, int]] = {
     "m3-other": ("other", 8, 1),
 }
 
-REQUIRED_COLUMNS = ("series_id", "timestamp", "value")
-
 # Timestamps of one file must all be of one kind, or sorting would compare apples to pears.
-_INTEGER = "integer"
-_NAIVE = "ISO date/time without UTC offset"
-_AWARE = "ISO date/time with UTC offset"
-_YEAR_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+_KIND_NAMES: dict[Kind, str] = {
+    "integer": "integer",
+    "naive": "ISO date/time without UTC offset",
+    "aware": "ISO date/time with UTC offset",
+}
 
-Timestamp = int | datetime
 _Step = TypeVar("_Step", int, timedelta)
 
 
@@ -202,27 +210,31 @@ def _parse_rows(path: Path, handle: Iterator[str]) -> dict[str, _Series]:
         raise DataError(
             f"{path}: file is empty; expected a header line {','.join(REQUIRED_COLUMNS)}"
         )
-    columns = _column_indices(path, header)
+    try:
+        columns = column_indices(header)
+    except ColumnError as exc:
+        raise DataError(f"{path}, line 1: {exc}") from None
     series: dict[str, _Series] = {}
-    kind: tuple[str, int] | None = None  # (timestamp kind, line that set it)
-    end_of_previous = reader.line_num
-    for row in reader:
-        # A quoted field may span lines; the row starts right after the previous one ended.
-        line = end_of_previous + 1
-        end_of_previous = reader.line_num
-        if not row:
-            continue  # blank lines (often a trailing one) carry no data
-        sid, raw_ts, raw_value = _fields(path, line, row, header, columns)
+    kind: tuple[Kind, int] | None = None  # (timestamp kind, line that set it)
+    for row in data_rows(path, reader, header, columns, DataError):
+        line, sid, raw_ts = row.line, row.series_id, row.timestamp
         where = f"{path}, line {line}, series {sid!r}"
-        stamp, stamp_kind = _parse_timestamp(where, raw_ts)
+        try:
+            stamp = parse_timestamp(raw_ts)
+        except ValueError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        stamp_kind = timestamp_kind(stamp)
         if kind is None:
             kind = (stamp_kind, line)
         elif stamp_kind != kind[0]:
             raise DataError(
-                f"{where}: timestamps must all be of one kind ({kind[0]}, as on line "
-                f"{kind[1]}), got {stamp_kind} {raw_ts!r}"
+                f"{where}: timestamps must all be of one kind ({_KIND_NAMES[kind[0]]}, as on "
+                f"line {kind[1]}), got {_KIND_NAMES[stamp_kind]} {raw_ts!r}"
             )
-        value = _parse_value(where, raw_value)
+        try:
+            value = parse_value(row.value)
+        except ValueError as exc:
+            raise DataError(f"{where}: {exc}") from None
         s = series.setdefault(sid, _Series(first_line=line, points=[], line_of={}, text_of={}))
         if stamp in s.line_of:
             raise DataError(
@@ -305,8 +317,7 @@ def _check_steps(
     describe: Callable[[_Step], str],
 ) -> None:
     """Each step must be the series' usual one; a multiple of it is a gap, anything else mixed."""
-    counts = Counter(steps)
-    usual = min(counts, key=lambda step: (-counts[step], step))
+    usual = usual_step(steps)
     for i, step in enumerate(steps):
         if step == usual:
             continue
@@ -343,65 +354,3 @@ def _duration(step: timedelta) -> str:
 
 def _plural(count: int, unit: str) -> str:
     return f"{count} {unit}{'' if count == 1 else 's'}"
-
-
-def _column_indices(path: Path, header: list[str]) -> dict[str, int]:
-    """Positions of the required columns; extra columns are ignored."""
-    names = [name.strip() for name in header]
-    indices: dict[str, int] = {}
-    for column in REQUIRED_COLUMNS:
-        positions = [i for i, name in enumerate(names) if name == column]
-        if not positions:
-            raise DataError(
-                f"{path}, line 1: missing column {column!r}; header must include "
-                f"{', '.join(REQUIRED_COLUMNS)}, got {', '.join(map(repr, names))}"
-            )
-        if len(positions) > 1:
-            raise DataError(f"{path}, line 1: column {column!r} appears {len(positions)} times")
-        indices[column] = positions[0]
-    return indices
-
-
-def _fields(
-    path: Path, line: int, row: list[str], header: list[str], columns: dict[str, int]
-) -> tuple[str, str, str]:
-    if len(row) != len(header):
-        raise DataError(
-            f"{path}, line {line}: row must have {len(header)} fields like the header, "
-            f"got {len(row)}"
-        )
-    sid = row[columns["series_id"]].strip()
-    if not sid:
-        raise DataError(f"{path}, line {line}: series_id must not be empty")
-    return sid, row[columns["timestamp"]].strip(), row[columns["value"]].strip()
-
-
-def _parse_timestamp(where: str, raw: str) -> tuple[Timestamp, str]:
-    """An integer or an ISO-8601 date/time, with the kind it is."""
-    if not raw:
-        raise DataError(f"{where}: timestamp must not be empty")
-    try:
-        return int(raw), _INTEGER
-    except ValueError:
-        pass
-    month = _YEAR_MONTH.match(raw)
-    try:
-        # fromisoformat does not take "YYYY-MM", the usual way to write a month.
-        stamp = datetime(int(month[1]), int(month[2]), 1) if month else datetime.fromisoformat(raw)
-    except ValueError:
-        raise DataError(
-            f"{where}: timestamp must be an integer or an ISO-8601 date/time, got {raw!r}"
-        ) from None
-    return stamp, (_NAIVE if stamp.tzinfo is None else _AWARE)
-
-
-def _parse_value(where: str, raw: str) -> float:
-    if not raw:
-        raise DataError(f"{where}: value must not be empty")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise DataError(f"{where}: value must be a number, got {raw!r}") from None
-    if not math.isfinite(value):
-        raise DataError(f"{where}: value must be finite, got {raw!r}")
-    return value
