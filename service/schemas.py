@@ -55,7 +55,17 @@ FrequencyIn = Annotated[
     Field(description="S, T (minute), H, D, W, M, Q, Y, or SECOND ... YEAR.", examples=["M"]),
 ]
 Start = Annotated[str, AfterValidator(_start)]
-Level = Annotated[float, Field(strict=True, gt=0, lt=100)]
+
+
+def _level(value: float) -> float:
+    # Checked here rather than as gt/lt bounds: BentoML's OpenAPI 3.0 document cannot
+    # carry JSON Schema's numeric exclusiveMinimum/exclusiveMaximum.
+    if not 0 < value < 100:
+        raise PydanticCustomError("level_range", "a level is a percentage between 0 and 100")
+    return value
+
+
+Level = Annotated[float, Field(strict=True, allow_inf_nan=False), AfterValidator(_level)]
 
 EXAMPLE_VALUES: list[JsonValue] = [112.0, 118.0, 132.0, 129.0, 121.0, 135.0, 148.0]
 EXAMPLE_VALUES += [148.0, 136.0, 119.0, 104.0]

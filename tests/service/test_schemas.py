@@ -231,5 +231,11 @@ def test_levels_are_those_the_quantiles_bound() -> None:
         "message": "level not served by this model's quantiles; choose from [80.0, 90.0]",
         "value": 95.0,
     }
-    err = rejected(json.dumps({"series": [{"values": OK}], "levels": [100]}), MONTHLY)
-    assert (first(err)["loc"], first(err)["rule"]) == ("levels[0]", "less_than")
+    for outside in (0, 100, -5):
+        err = rejected(json.dumps({"series": [{"values": OK}], "levels": [outside]}), MONTHLY)
+        assert first(err) == {
+            "loc": "levels[0]",
+            "rule": "level_range",
+            "message": "a level is a percentage between 0 and 100",
+            "value": outside,
+        }
