@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from training.data import load_m3
 from training.export import history_scale, relative_error
 from training.metrics import coverage, smape
+from training.model import RELATIVE_SCALE_FLOOR
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 SHIPPED = sorted(p.name for p in MODELS.iterdir() if (p / "metadata.json").is_file())
@@ -114,23 +115,33 @@ def test_forecast_of_a_shifted_scaled_series_is_the_shifted_scaled_forecast(
     scale (a mean |value|, padding, a constant): for shifts up to 100 times the series'
     mean |value| either way and scales 1e-3 to 1e3, every quantile of forecast(a x + b)
     is within 1e-3 of a forecast(x) + b, relative to the spread of a x (its largest
-    distance from its median), plus float32 rounding at the size of a x + b."""
+    distance from its median), plus float32 rounding at the size of a x + b.
+
+    Left out: the few draws (about 5%: scale 1e-3, shift far) where the recent window's
+    standard deviation is within 4x the module's scale floor, RELATIVE_SCALE_FLOOR (1e-6)
+    of the last value. There the variation is a few dozen float32 units in the last
+    place of the level, and the floor deliberately forecasts it as near-constant, which
+    is not equivariant (the floor follows the level)."""
     model, metadata = load_cached(name)
     rng = np.random.default_rng(seed)
     length = max(length, metadata["min_history"])
     x = 100.0 + np.cumsum(rng.normal(0.0, 5.0, length))  # a random walk
     x = x + 10.0 * np.sin(np.arange(length) * 2 * np.pi / max(metadata["season_length"], 2))
     a, b = 10.0**log_scale, shift * float(np.abs(x).mean())
+    members = metadata["model_config"].get("members", [metadata["model_config"]])
+    window = min(min(m.get("lookback") or length for m in members), length)
+    assume(np.std(a * x[-window:]) > 4 * RELATIVE_SCALE_FLOOR * abs(a * x[-1] + b))
     with torch.inference_mode():
         base = model(torch.tensor(x, dtype=torch.float32)[None], torch.tensor([length]))[0]
         moved = model(torch.tensor(a * x + b, dtype=torch.float32)[None], torch.tensor([length]))[0]
     spread = float(np.abs(a * x - np.median(a * x)).max())
     assert spread > 0
     error = float((moved.double() - (a * base.double() + b)).abs().max()) / spread
-    # Beyond 1e-3, a float32 allowance: 64 units in the last place of the largest value
-    # the module sees, in spreads. It matters only where the shift is thousands of
-    # spreads (a short, nearly flat series moved far); there 1e-3 alone is not met.
-    rounding = 64 * float(np.finfo(np.float32).eps) * float(np.abs(a * x + b).max()) / spread
+    # Beyond 1e-3, a float32 allowance: 16 units in the last place of the largest value
+    # the module sees, in spreads (the input itself is rounded to float32). It matters
+    # only where the shift is thousands of spreads (a short, nearly flat series moved
+    # far); there 1e-3 alone is not met. 1,500 draws per model needed at most 6.1 units.
+    rounding = 16 * float(np.finfo(np.float32).eps) * float(np.abs(a * x + b).max()) / spread
     assert error <= 1e-3 + rounding, (
         f"a={a:.3g} b={b:.3g} length={length}: error {error:.2e} of the spread"
     )
