@@ -26,7 +26,13 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
 from contract.frequency import parse_start, step_timestamps
-from service.errors import ClientError, FieldError, from_validation_error, json_safe
+from service.errors import (
+    ClientError,
+    FieldError,
+    from_validation_error,
+    json_safe,
+    validation_failed,
+)
 from service.schemas import ForecastRequest, Limits, SeriesIn, Value, check_limits
 
 if TYPE_CHECKING:  # type names only: the guard imports this module
@@ -111,13 +117,11 @@ def kserve_loc(loc: str, index: int) -> str:
 
 
 def refuse(
-    reason: str, detail: list[FieldError], model: str, outputs: list[dict[str, Any]] | None = None
+    detail: list[FieldError], model: str, outputs: list[dict[str, Any]] | None = None
 ) -> KServeError:
-    """A request-level 4xx whose message names the first broken rule."""
-    first = detail[0]
-    more = f" (and {len(detail) - 1} more)" if len(detail) > 1 else ""
-    message = f"{first.loc}: {first.message}{more}"
-    return KServeError(reason, message, detail, model=model, outputs=outputs or [])
+    """A request-level 422 whose message names the first broken rule."""
+    error = validation_failed(detail)
+    return KServeError(error.reason, error.message, detail, model=model, outputs=outputs or [])
 
 
 def parse(body: bytes) -> KServeRequest:
@@ -127,7 +131,7 @@ def parse(body: bytes) -> KServeRequest:
         error = from_validation_error(exc)
         if not error.detail:  # not JSON at all
             raise KServeError(error.reason, error.message) from None
-        raise refuse(error.reason, error.detail, "") from None
+        raise refuse(error.detail, "") from None
 
 
 def options_problems(request: KServeRequest, limits: Limits) -> list[FieldError]:
@@ -242,7 +246,7 @@ async def answer(runtime: Runtime, body: bytes, exchange: Exchange) -> bytes:
     name = exchange.model = served.artifact.name
     problems = options_problems(request, served.limits)
     if problems:
-        raise refuse("validation_error", problems, name)
+        raise refuse(problems, name)
     response = envelope(name, "completed")
     outputs: list[dict[str, Any]] = [{} for _ in request.inputs]
     good: list[tuple[int, SeriesIn]] = []
@@ -273,7 +277,7 @@ async def answer(runtime: Runtime, body: bytes, exchange: Exchange) -> bytes:
             FieldError(o["error"]["param"], o["error"]["code"], o["error"]["message"])
             for o in failed
         ]
-        raise refuse("validation_error", detail, name, outputs)
+        raise refuse(detail, name, outputs)
     response["status"] = "partial" if failed else "completed"
     response["outputs"] = outputs
     if request.metadata is not None:
