@@ -213,8 +213,10 @@ def load_series(
 ) -> tuple[SeriesSet, int]:
     """The chosen data set and the minimum history length in force.
 
-    A CSV series must hold min_history points, then (when training) a training and a
-    validation horizon, then the test horizon; shorter ones are an error naming the series.
+    A CSV series must hold min_history points, then (when training) the validation
+    horizon, then the test horizon; shorter ones are an error naming the series. As with
+    M3, a series too short to hold a training example before its validation horizon is
+    still validated and tested, and the others train the model.
     """
     if args.dataset:
         series = load_m3(args.dataset)
@@ -222,8 +224,7 @@ def load_series(
     if args.horizon is None or args.season_length is None:
         raise DataError(f"{args.csv}: --csv needs --horizon and --season-length")
     min_history = min_history or max(2, args.season_length)
-    # Training needs one example (min_history + horizon) before the validation horizon.
-    min_train = min_history + (2 * args.horizon if validation else 0)
+    min_train = min_history + (args.horizon if validation else 0)
     return load_csv(args.csv, args.horizon, args.season_length, min_train), min_history
 
 

@@ -200,3 +200,24 @@ def test_csv_command_writes_m3_so_that_load_csv_gives_the_official_split(tmp_pat
         loaded.train + loaded.test, official.train + official.test, strict=True
     ):
         assert np.array_equal(mine, theirs)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "horizon", "season"), [("m3-quarterly", 8, 4), ("m3-yearly", 6, 1)]
+)
+def test_fit_csv_takes_every_series_that_fit_dataset_takes(
+    dataset: str, horizon: int, season: int, tmp_path: Path
+) -> None:
+    """Guards against `fit --csv` refusing a file that `fit --dataset` trains on: it asked
+    each series for a training horizon before the validation one, so M3 quarterly's
+    24-point series stopped the whole file."""
+    import argparse
+
+    from training.cli import load_series
+    from training.data import load_m3
+
+    out = tmp_path / f"{dataset}.csv"
+    assert main(["csv", "--dataset", dataset, "--out", str(out)]) == 0
+    args = argparse.Namespace(dataset=None, csv=out, horizon=horizon, season_length=season)
+    loaded, min_history = load_series(args, None, validation=True)
+    assert (len(loaded), min_history) == (len(load_m3(dataset)), max(2, season))
