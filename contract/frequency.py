@@ -154,17 +154,25 @@ def parse_start(text: str) -> Start:
     return Start(moment, zulu=stripped.endswith("Z") and moment.utcoffset() == timedelta(0))
 
 
+def is_month_end(moment: datetime) -> bool:
+    """Whether `moment` falls on the last day of its month."""
+    return moment.day == calendar.monthrange(moment.year, moment.month)[1]
+
+
+def month_index(moment: datetime) -> int:
+    """Months since January of year 0: consecutive months differ by 1."""
+    return moment.year * 12 + moment.month - 1
+
+
 def _add_months(moment: datetime, months: int) -> datetime:
     """`moment` `months` calendar months on: a month end stays a month end, other days
     keep their number, clipped to the target month's length."""
-    last_day = calendar.monthrange(moment.year, moment.month)[1]
-    index = moment.year * 12 + moment.month - 1 + months
-    year, month = divmod(index, 12)
+    year, month = divmod(month_index(moment) + months, 12)
     month += 1
     if not 1 <= year <= 9999:
         raise ValueError(f"{months} months from {moment.date()} is outside years 1 to 9999")
     length = calendar.monthrange(year, month)[1]
-    day = length if moment.day == last_day else min(moment.day, length)
+    day = length if is_month_end(moment) else min(moment.day, length)
     return moment.replace(year=year, month=month, day=day)
 
 

@@ -26,7 +26,6 @@ line (1-based, the header is line 1), the series and the rule that was broken.
 
 from __future__ import annotations
 
-import calendar
 import csv
 import itertools
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +36,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from contract.frequency import is_month_end, month_index
 from contract.long_csv import (
     REQUIRED_COLUMNS,
     ColumnError,
@@ -269,7 +269,7 @@ def _check_spacing(path: Path, sid: str, s: _Series) -> None:
     for stamp in dates[2:]:
         if stamp.time() != first.time():
             rule = f"the time of day {first.time().isoformat()}"
-        elif anchor == _MONTH_END and not _is_month_end(stamp):
+        elif anchor == _MONTH_END and not is_month_end(stamp):
             rule = "month-ends"
         elif anchor != _MONTH_END and stamp.day != anchor:
             rule = f"day {anchor} of the month"
@@ -280,7 +280,7 @@ def _check_spacing(path: Path, sid: str, s: _Series) -> None:
             f"{rule}, like {s.text_of[first]!r} on line {s.line_of[first]}, "
             f"got {s.text_of[stamp]!r}"
         )
-    months = [_month_index(b) - _month_index(a) for a, b in itertools.pairwise(dates)]
+    months = [month_index(b) - month_index(a) for a, b in itertools.pairwise(dates)]
     _check_steps(path, sid, s, stamps, months, _months)
 
 
@@ -295,17 +295,9 @@ def _month_anchor(first: datetime, second: datetime) -> int | None:
     """
     if first.time() != second.time():
         return None
-    if _is_month_end(first) and _is_month_end(second):
+    if is_month_end(first) and is_month_end(second):
         return _MONTH_END
     return first.day if first.day == second.day else None
-
-
-def _is_month_end(stamp: datetime) -> bool:
-    return stamp.day == calendar.monthrange(stamp.year, stamp.month)[1]
-
-
-def _month_index(stamp: datetime) -> int:
-    return stamp.year * 12 + stamp.month - 1
 
 
 def _check_steps(
