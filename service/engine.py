@@ -19,13 +19,19 @@ import orjson
 import torch
 from starlette.concurrency import run_in_threadpool
 
-from contract.frequency import parse_start, step_timestamps
 from service import metrics
 from service.artifact import Artifact
 from service.batcher import Batcher, QueueFull, WaitedTooLong, admit
 from service.batching import SubBatch, run_packed
 from service.errors import ClientError, FieldError
-from service.schemas import ForecastRequest, Limits, SeriesIn, level_name
+from service.schemas import (
+    ForecastRequest,
+    Limits,
+    SeriesIn,
+    forecast_timestamps,
+    level_name,
+    series_frequency,
+)
 from service.settings import Settings
 
 logger = logging.getLogger("forecaster")
@@ -215,7 +221,9 @@ class Engine:
                 },
             }
             if item.start is not None:
-                forecast["timestamps"] = self.timestamps(request, item, h)
+                frequency = series_frequency(item, request, self.limits)
+                assert frequency is not None  # check_limits refused a start without one
+                forecast["timestamps"] = forecast_timestamps(item, frequency, h)
             if levels:
                 forecast["intervals"] = interval_lists(block, levels)
             forecast["history_used"] = n_used
@@ -231,14 +239,6 @@ class Engine:
             body["levels"] = request.levels
         body["forecasts"] = forecasts
         return orjson.dumps(body)
-
-    def timestamps(self, request: ForecastRequest, item: SeriesIn, h: int) -> list[str]:
-        """The forecast steps' timestamps: they follow the history's last point (all of the
-        history sent counts, used or cut)."""
-        assert item.start is not None  # only called for a series with one
-        frequency = item.frequency or request.frequency or self.limits.frequency
-        assert frequency is not None  # check_limits refused a start with no frequency
-        return step_timestamps(parse_start(item.start), frequency, len(item.values), h)
 
     def overloaded(self) -> ClientError:
         return ClientError(

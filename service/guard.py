@@ -214,7 +214,9 @@ class RequestGuard:
             metrics.rejections("", exc.reason).inc()
             await send_json(send, exc.status, exc.body(), exc.headers)
             return
-        if method in ("GET", "HEAD") and path.startswith(MODEL_PATH):
+        if method in ("GET", "HEAD") and (
+            path in (MODEL_PATH, MODELS_PATH) or path.startswith(MODEL_PREFIX)
+        ):
             await self.describe(path, send)
             return
         answer = self.routes.get(path)
@@ -236,17 +238,12 @@ class RequestGuard:
 
     async def describe(self, path: str, send: Send) -> None:
         """GET /model (the default's card), /models (all), /models/{name} (one)."""
-        card = self.cards.get(path.rstrip("/") or path)
-        if card is not None:
-            await send_json(send, 200, card)
-            return
-        name = path[len(MODEL_PREFIX) :] if path.startswith(MODEL_PREFIX) else path
-        try:
-            self.runtime.model(name)
-        except ClientError as exc:
+        card = self.cards.get(path.rstrip("/") or path)  # "/models/" is "/models"
+        if card is None:
+            exc = self.runtime.unknown(path.removeprefix(MODEL_PREFIX))
             await send_json(send, exc.status, exc.body(), exc.headers)
             return
-        raise AssertionError(f"no card for {path}")  # every served name has one
+        await send_json(send, 200, card)
 
     async def answer_forecast(self, body: bytes, exchange: Exchange) -> bytes:
         """POST /forecast: the request checked against its model, then that model's engine."""

@@ -25,7 +25,6 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
-from contract.frequency import parse_start, step_timestamps
 from service.errors import (
     ClientError,
     FieldError,
@@ -33,7 +32,14 @@ from service.errors import (
     json_safe,
     validation_failed,
 )
-from service.schemas import ForecastRequest, Limits, SeriesIn, Value, check_limits
+from service.schemas import (
+    ForecastRequest,
+    Limits,
+    SeriesIn,
+    Value,
+    check_limits,
+    forecast_timestamps,
+)
 
 if TYPE_CHECKING:  # type names only: the guard imports this module
     from service.guard import Exchange
@@ -214,7 +220,7 @@ def completed_output(
     assert frequency is not None  # check_input refused an input without one
     start = None
     if series.start is not None:  # the step after the history's last point
-        start = step_timestamps(parse_start(series.start), frequency, len(series.values), 1)[0]
+        start = forecast_timestamps(series, frequency, 1)[0]
     content: dict[str, Any] = {
         "type": UNIVARIATE,
         "name": series.id,

@@ -61,11 +61,14 @@ class Runtime:
             return self.models[self.default]
         served = self.models.get(name)
         if served is None:
-            raise ClientError(
-                "unknown_model",
-                f"model {name!r} is not served; the models are {sorted(self.models)}",
-            )
+            raise self.unknown(name)
         return served
+
+    def unknown(self, name: str) -> ClientError:
+        """The 404 for a model name that is not served, listing those that are."""
+        return ClientError(
+            "unknown_model", f"model {name!r} is not served; the models are {sorted(self.models)}"
+        )
 
     def catalogue(self) -> dict[str, Any]:
         """GET /models: the default's name and every model's card."""

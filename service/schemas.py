@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from contract.frequency import Frequency, parse_frequency, parse_start
+from contract.frequency import Frequency, parse_frequency, parse_start, step_timestamps
 from service.errors import FieldError, from_validation_error, validation_failed
 
 # Strict: "1.5", true and null are type errors, not silently coerced; ints are fine.
@@ -280,10 +280,7 @@ def check_limits(request: ForecastRequest, limits: Limits) -> list[FieldError]:
             problems.append(FieldError(f"series[{i}].values", "min_history", msg, length))
         if item.frequency is not None:
             problems += check_frequency(f"series[{i}].frequency", item.frequency, limits)
-        if (
-            item.start is not None
-            and (item.frequency or request.frequency or limits.frequency) is None
-        ):
+        if item.start is not None and series_frequency(item, request, limits) is None:
             msg = f"a start needs a frequency: model {limits.model!r} has none, so send one"
             problems.append(FieldError(f"series[{i}].frequency", "frequency_required", msg, None))
         arr = np.asarray(item.values)
@@ -298,6 +295,18 @@ def check_limits(request: ForecastRequest, limits: Limits) -> list[FieldError]:
         msg = f"at most {limits.max_points} history points per request, got {total}"
         problems.append(FieldError("series", "max_points", msg, total))
     return problems
+
+
+def series_frequency(item: SeriesIn, request: ForecastRequest, limits: Limits) -> Frequency | None:
+    """A series' frequency: its own, else the request's, else the model's (None: none)."""
+    return item.frequency or request.frequency or limits.frequency
+
+
+def forecast_timestamps(item: SeriesIn, frequency: Frequency, steps: int) -> list[str]:
+    """The timestamps of the `steps` forecast steps of a series sent with a `start`: they
+    follow its last point (every value sent counts, used or cut to max_history)."""
+    assert item.start is not None  # only asked for a series with one
+    return step_timestamps(parse_start(item.start), frequency, len(item.values), steps)
 
 
 def check_frequency(loc: str, given: Frequency, limits: Limits) -> list[FieldError]:
