@@ -37,6 +37,9 @@ from service.settings import Settings
 logger = logging.getLogger("forecaster")
 
 
+NOT_FINITE = "the model's forecast of this history is not finite"
+
+
 class Queued(NamedTuple):
     """One series waiting for the model: its (possibly cut) history and when it arrived."""
 
@@ -271,7 +274,7 @@ def interval_lists(
 
 def unforecastable(broken: list[int], used: list[tuple[int, bool]]) -> ClientError:
     """A 422: valid input on which the model's forecast is not finite (retrying won't help)."""
-    message = "the model's forecast of this history is not finite"
+    message = NOT_FINITE
     detail = [
         FieldError(f"series[{i}].values", "finite_forecast", message, used[i][0]) for i in broken
     ]

@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
+from service.engine import NOT_FINITE
 from service.errors import (
     ClientError,
     FieldError,
@@ -250,18 +251,24 @@ async def answer(runtime: Runtime, body: bytes, exchange: Exchange) -> bytes:
     except ClientError as exc:
         raise KServeError(exc.reason, exc.message, model=request.model) from None
     name = exchange.model = served.artifact.name
-    problems = options_problems(request, served.limits)
-    if problems:
-        raise refuse(problems, name)
+    refused = options_problems(request, served.limits)
+    if refused:
+        raise refuse(refused, name)
     response = envelope(name, "completed")
     outputs: list[dict[str, Any]] = [{} for _ in request.inputs]
+    problems: dict[int, FieldError] = {}  # input index -> why its output failed
     good: list[tuple[int, SeriesIn]] = []
     seen: set[str] = set()
+
+    def fail(i: int, problem: FieldError) -> None:
+        outputs[i] = failed_output(f"{response['id']}_{i}", problem)
+        problems[i] = problem
+
     for i, item in enumerate(request.inputs):
         try:
             good.append((i, check_input(item, i, seen, served.limits)))
         except InputError as exc:
-            outputs[i] = failed_output(f"{response['id']}_{i}", exc.problem)
+            fail(i, exc.problem)
     if good:
         forecasts, used = await served.engine.predict([series for _, series in good])
         answered = []
@@ -273,18 +280,11 @@ async def answer(runtime: Runtime, body: bytes, exchange: Exchange) -> bytes:
                 )
                 answered.append(one)
             else:
-                msg = "the model's forecast of this history is not finite"
-                problem = FieldError(f"inputs[{i}].series", "finite_forecast", msg, one[0])
-                outputs[i] = failed_output(f"{response['id']}_{i}", problem)
+                fail(i, FieldError(f"inputs[{i}].series", "finite_forecast", NOT_FINITE, one[0]))
         served.engine.count(answered)
-    failed = [o for o in outputs if o["status"] == "error"]
-    if len(failed) == len(outputs):
-        detail = [
-            FieldError(o["error"]["param"], o["error"]["code"], o["error"]["message"])
-            for o in failed
-        ]
-        raise refuse(detail, name, outputs)
-    response["status"] = "partial" if failed else "completed"
+    if len(problems) == len(outputs):
+        raise refuse([problems[i] for i in sorted(problems)], name, outputs)
+    response["status"] = "partial" if problems else "completed"
     response["outputs"] = outputs
     if request.metadata is not None:
         response["metadata"] = request.metadata

@@ -166,6 +166,11 @@ def test_request_level_faults_are_4xx_in_the_kserve_shape(served: Server) -> Non
         "inputs[0].frequency",
         "inputs[1].frequency",
     ]
+    # The first input's fault, its location named once.
+    assert body["error"]["message"] == (
+        "inputs[0].frequency: frequency D does not match model 'tiny', whose frequency is M "
+        "(and 1 more)"
+    )
     not_json = post(served, "{")
     assert not_json.status_code == 400
     assert not_json.json()["error"]["code"] == "malformed_json"
