@@ -15,7 +15,15 @@ import numpy as np
 import torch
 
 from training import distributed
-from training.data import DATASETS, DataError, SeriesSet, load_csv, load_m3
+from training.data import (
+    COMPANION_SOURCES,
+    DATASETS,
+    DataError,
+    SeriesSet,
+    load_companions,
+    load_csv,
+    load_m3,
+)
 from training.export import (
     METADATA_FILE,
     ExportCheckError,
@@ -44,6 +52,8 @@ DEFAULT_HIDDEN = 32
 DEFAULT_LAYERS = 2
 DEFAULT_LOSS_SCALES = ("level",)
 DEFAULT_SEASONAL_BASE = True
+DEFAULT_COMPANIONS = False
+DEFAULT_REFIT = False
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_SEASONAL_BASE,
         help="start each forecast from a learned blend of naive and seasonal naive",
     )
+    fit_parser.add_argument(
+        "--companions",
+        action=argparse.BooleanOptionalAction,
+        help=f"with --dataset: also train on the {' and '.join(COMPANION_SOURCES)} series of "
+        f"the same frequency, except any that appear in M3 (default: {DEFAULT_COMPANIONS})",
+    )
     fit_parser.add_argument("--layers", type=int, default=DEFAULT_LAYERS)
     fit_parser.add_argument("--hidden", type=int, default=DEFAULT_HIDDEN)
     fit_parser.add_argument("--dropout", type=float, default=ModelConfig.dropout)
@@ -141,13 +157,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=TrainConfig.recency,
         help="origin weight per step back from a series' end; 1 = uniform",
     )
+    fit_parser.add_argument(
+        "--refit",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_REFIT,
+        help="after early stopping, train each member again for the chosen epochs on every "
+        "training point, the validation targets included",
+    )
     fit_parser.add_argument("--seed", type=int, default=TrainConfig.seed, help="member i: seed+i")
     fit_parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     fit_parser.add_argument(
         "--validate-only",
         action="store_true",
-        help="score the validation split only (for choosing settings); the test split is "
-        "not looked at and the model is written without a test evaluation",
+        help="score the validation split only (for choosing settings): training, early "
+        "stopping and any refit end one horizon before the validation targets, as they "
+        "end before the test split otherwise; the test split is not looked at and the "
+        "model is written without a test evaluation",
     )
     fit_parser.add_argument(
         "--no-peers", action="store_true", help="skip AutoETS and AutoTheta in the reports"
@@ -274,8 +299,26 @@ def member_configs(args: argparse.Namespace, series: SeriesSet, longest: int) ->
     ]
 
 
+def companion_series(args: argparse.Namespace) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """The extra training series `--companions` asks for, and what to record about them."""
+    if args.csv is not None:
+        if args.companions:
+            raise DataError(f"{args.csv}: --companions needs --dataset (M3 only)")
+        return [], {}
+    if not (DEFAULT_COMPANIONS if args.companions is None else args.companions):
+        return [], {}
+    kept, dropped = load_companions(args.dataset)
+    facts = {"sources": list(COMPANION_SOURCES), "series": len(kept), "dropped_in_m3": dropped}
+    return kept, facts
+
+
 def run_fit(args: argparse.Namespace) -> None:
     series, min_history = load_series(args, args.min_history, validation=True)
+    companions, companion_facts = companion_series(args)
+    validation = validation_split(series, min_history)
+    # Choosing settings, the validation targets play the test split's part: neither early
+    # stopping nor a refit may see them, so training ends one horizon before them.
+    training_part = validation.train if args.validate_only else series.train
     longest = max(len(s) for s in series.train)
     max_history = args.max_history or longest
     configs = member_configs(args, series, longest)
@@ -289,6 +332,12 @@ def run_fit(args: argparse.Namespace) -> None:
             f"{sorted({c.lookback or longest for c in configs})} points, {rank.world} "
             f"process(es), {torch.get_num_threads()} threads each"
         )
+        if companion_facts:
+            print(
+                f"companions: {companion_facts['series']} series from "
+                f"{' and '.join(COMPANION_SOURCES)} ({companion_facts['dropped_in_m3']} left "
+                "out: they appear in M3)"
+            )
     members, runs = [], []
     for i, config in enumerate(configs):
         train_config = TrainConfig(
@@ -306,13 +355,15 @@ def run_fit(args: argparse.Namespace) -> None:
             loss_scale=args.loss_scales[i % len(args.loss_scales)],
             season_length=series.season_length,
             recency=args.recency,
+            refit=args.refit,
         )
         result = fit(
-            series.train,
+            training_part,
             config,
             train_config,
             progress=not args.quiet,
             desc=f"member {i + 1}/{len(configs)}",
+            companions=companions,
         )
         members.append(result.model)
         runs.append((train_config, result))
@@ -327,9 +378,11 @@ def run_fit(args: argparse.Namespace) -> None:
     ensemble = EnsembleForecaster(members, args.combine).eval()
     quantiles = list(ensemble_config.quantiles)
 
-    validation = validation_split(series, min_history)
     val_result, _ = scored(validation, ensemble, max_history, quantiles, not args.no_peers)
-    print("validation split (each series' last horizon training points):")
+    # Scored all the same: the peers' and baselines' rows are out of sample either way.
+    val_result["model_in_sample"] = args.refit and not args.validate_only
+    in_sample = ", in-sample for the refit model" if val_result["model_in_sample"] else ""
+    print(f"validation split (each series' last horizon training points{in_sample}):")
     print(format_table(val_result))
     val_result["members"] = [
         scored(validation, member, max_history, quantiles, peers=False)[0] for member in members
@@ -358,6 +411,7 @@ def run_fit(args: argparse.Namespace) -> None:
     training = {
         "dataset": series.name,
         "n_series": len(series.ids),
+        "companions": companion_facts or None,
         "members": [
             {
                 **train_config.to_dict(),

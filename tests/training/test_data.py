@@ -7,7 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.data import DATASETS, DataError, SeriesSet, load_csv, load_m3
+from training.data import (
+    DATASETS,
+    DataError,
+    SeriesSet,
+    load_companions,
+    load_csv,
+    load_m3,
+    window_shapes,
+)
 
 
 def write(tmp_path: Path, text: str, name: str = "sales.csv") -> Path:
@@ -52,6 +60,30 @@ def test_load_m3_other_subsets(dataset: str, count: int, horizon: int, season_le
     m3 = load_m3(dataset)
     assert (len(m3), m3.horizon, m3.season_length) == (count, horizon, season_length)
     assert m3.test_matrix().shape == (count, horizon)
+
+
+def test_window_shapes_ignore_shift_and_positive_scale() -> None:
+    """Guards against missing an M3 series held by a companion in other units."""
+    values = np.array([3.0, 5.0, 4.0, 9.0, 9.0, 1.0, 2.0, 7.0, 6.0, 5.0])
+    assert window_shapes(values) == window_shapes(50.0 * values - 7.0)
+    assert len(window_shapes(values)) == 3  # three 8-point windows, all varied
+    assert window_shapes(values).isdisjoint(window_shapes(-values))  # a flip is not a match
+    assert window_shapes(np.full(12, 4.0)) == set()  # flat windows have no shape
+    assert window_shapes(values[:7]) == set()
+
+
+def test_companions_leave_out_every_series_that_is_in_m3() -> None:
+    """Guards against training on M3's own test points: M3 N2504 is M1 MNC1 times 50."""
+    m3 = load_m3("m3-monthly")
+    n2504 = np.concatenate([m3.train[m3.ids.index("N2504")], m3.test[m3.ids.index("N2504")]])
+    companions, dropped = load_companions("m3-monthly")
+    assert dropped > 0 and len(companions) > 800
+    assert not any(len(c) == len(n2504) and np.allclose(50.0 * c, n2504) for c in companions)
+    m3_shapes: set[bytes] = set()
+    for history, future in zip(m3.train, m3.test, strict=True):
+        m3_shapes |= window_shapes(np.concatenate([history, future]))
+    assert all(window_shapes(c).isdisjoint(m3_shapes) for c in companions)
+    assert load_companions("m3-other") == ([], 0)
 
 
 def test_load_m3_unknown_dataset() -> None:
