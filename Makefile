@@ -32,9 +32,11 @@ format: setup
 	$(BIN)/ruff format .
 
 # Retrains every shipped model, one after the other (DATASET=m3-quarterly for one).
+# m3-other ships without the refit: it was not validated there (docs/EXPERIMENTS.md).
 train: setup
 	for dataset in $(or $(DATASET),m3-monthly m3-quarterly m3-yearly m3-other); do \
-		$(BIN)/python -m training fit --dataset $$dataset || exit 1; \
+		case $$dataset in m3-other) flags=--no-refit;; *) flags=;; esac; \
+		$(BIN)/python -m training fit --dataset $$dataset $$flags || exit 1; \
 	done
 
 serve: setup

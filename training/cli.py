@@ -52,8 +52,8 @@ DEFAULT_HIDDEN = 32
 DEFAULT_LAYERS = 2
 DEFAULT_LOSS_SCALES = ("level",)
 DEFAULT_SEASONAL_BASE = True
-DEFAULT_COMPANIONS = False
-DEFAULT_REFIT = False
+DEFAULT_COMPANIONS = True
+DEFAULT_REFIT = True
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--companions",
         action=argparse.BooleanOptionalAction,
         help=f"with --dataset: also train on the {' and '.join(COMPANION_SOURCES)} series of "
-        f"the same frequency, except any that appear in M3 (default: {DEFAULT_COMPANIONS})",
+        "the same frequency, except any that appear in M3 "
+        f"(default: {'on' if DEFAULT_COMPANIONS else 'off'})",
     )
     fit_parser.add_argument("--layers", type=int, default=DEFAULT_LAYERS)
     fit_parser.add_argument("--hidden", type=int, default=DEFAULT_HIDDEN)
@@ -162,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=DEFAULT_REFIT,
         help="after early stopping, train each member again for the chosen epochs on every "
-        "training point, the validation targets included",
+        "training point, the validation targets included "
+        f"(default: {'on' if DEFAULT_REFIT else 'off'})",
     )
     fit_parser.add_argument("--seed", type=int, default=TrainConfig.seed, help="member i: seed+i")
     fit_parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")

@@ -169,36 +169,34 @@ def fit(
     device = distributed.local_device(rank, pick_device(config.device))
     distributed.start(rank, device)
     try:
-        return _train(
-            train_series,
-            companions or [],
-            model_config,
-            config,
-            rank,
-            world,
-            device,
-            on_epoch,
-            progress,
-            desc,
-        )
+        setup = _Setup(model_config, config, rank, world, device)
+        return _train(train_series, companions or [], setup, on_epoch, progress, desc)
     finally:
         # Also when training fails: a rank that leaves without this holds the others' ports.
         distributed.stop()
 
 
+@dataclass(frozen=True)
+class _Setup:
+    """What every training run of one member shares."""
+
+    model_config: ModelConfig
+    config: TrainConfig
+    rank: distributed.Rank
+    world: int
+    device: torch.device
+
+
 def _train(
     train_series: list[np.ndarray],
     companions: list[np.ndarray],
-    model_config: ModelConfig,
-    config: TrainConfig,
-    rank: distributed.Rank,
-    world: int,
-    device: torch.device,
+    setup: _Setup,
     on_epoch: Callable[[dict[str, float]], None] | None,
     progress: bool,
     desc: str,
 ) -> TrainResult:
-    horizon = model_config.horizon
+    config, device = setup.config, setup.device
+    horizon = setup.model_config.horizon
     # Validation targets are each series' last horizon points; training stops before them.
     usable = trainable(train_series, 2 * horizon, config.min_history)
     if not usable:
@@ -212,35 +210,11 @@ def _train(
         b.to(device) for b in last_window_batches(usable, horizon, config.max_history, 1024)
     ]
     held_out = [s[:-horizon] for s in usable] + extra
-    chosen = _run_epochs(
-        held_out,
-        val_batches,
-        config.epochs,
-        model_config,
-        config,
-        rank,
-        world,
-        device,
-        on_epoch,
-        progress,
-        desc,
-    )
+    chosen = _run_epochs(held_out, val_batches, config.epochs, setup, on_epoch, progress, desc)
     if not config.refit:
         return chosen
     whole = trainable(train_series, horizon, config.min_history) + extra
-    refitted = _run_epochs(
-        whole,
-        None,
-        chosen.best_epoch,
-        model_config,
-        config,
-        rank,
-        world,
-        device,
-        None,
-        progress,
-        f"{desc} refit",
-    )
+    refitted = _run_epochs(whole, None, chosen.best_epoch, setup, None, progress, f"{desc} refit")
     return TrainResult(
         model=refitted.model,
         history=chosen.history,
@@ -255,11 +229,7 @@ def _run_epochs(
     fitting: list[np.ndarray],
     val_batches: list[Batch] | None,
     epochs: int,
-    model_config: ModelConfig,
-    config: TrainConfig,
-    rank: distributed.Rank,
-    world: int,
-    device: torch.device,
+    setup: _Setup,
     on_epoch: Callable[[dict[str, float]], None] | None,
     progress: bool,
     desc: str,
@@ -269,6 +239,13 @@ def _run_epochs(
     With `val_batches`, keep the best validation epoch's weights and stop early; without,
     keep the last epoch's. Seeded afresh, so a refit starts where the first run did.
     """
+    model_config, config, rank, world, device = (
+        setup.model_config,
+        setup.config,
+        setup.rank,
+        setup.world,
+        setup.device,
+    )
     seed_everything(config.seed)
     horizon = model_config.horizon
     # The shards this process draws: its own under torchrun, all of them otherwise. Each
