@@ -48,13 +48,18 @@ def start(rank: Rank, device: torch.device) -> None:
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
 
+def from_rank_zero(rank: Rank, value: int, device: torch.device) -> int:
+    """Rank 0's value, broadcast to every rank, so that no rank can go by its own."""
+    if not rank.distributed:
+        return value
+    held = torch.tensor([value], device=device)
+    dist.broadcast(held, src=0)
+    return int(held.item())
+
+
 def agree(rank: Rank, decision: bool, device: torch.device) -> bool:
     """Rank 0's decision, broadcast to every rank, so that no rank can decide differently."""
-    if not rank.distributed:
-        return decision
-    flag = torch.tensor([1 if decision else 0], device=device)
-    dist.broadcast(flag, src=0)
-    return bool(flag.item())
+    return bool(from_rank_zero(rank, 1 if decision else 0, device))
 
 
 def stop() -> None:

@@ -214,7 +214,10 @@ def _train(
     if not config.refit:
         return chosen
     whole = trainable(train_series, horizon, config.min_history) + extra
-    refitted = _run_epochs(whole, None, chosen.best_epoch, setup, None, progress, f"{desc} refit")
+    # Ranks whose validation sums differ in the last bit could pick different best epochs;
+    # a refit running more epochs on one rank would wait in an all-reduce for ever.
+    epochs = distributed.from_rank_zero(setup.rank, chosen.best_epoch, device)
+    refitted = _run_epochs(whole, None, epochs, setup, None, progress, f"{desc} refit")
     return TrainResult(
         model=refitted.model,
         history=chosen.history,
@@ -307,7 +310,7 @@ def _run_epochs(
             running += loss.item()
             bar.update(1)
         if val_batches is None:
-            best_state, best_epoch = None, epoch
+            best_epoch = epoch  # no validation: the last epoch's weights are kept
             continue
         with autocast:
             val = validation_loss(model, val_batches, quantiles, config)

@@ -70,12 +70,16 @@ def test_two_ranks_match_each_other_and_one_process(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ranks_that_would_decide_differently_all_follow_rank_0(tmp_path: Path) -> None:
-    """Guards against each rank deciding early stopping on its own: a rank that stopped
-    while another went on would leave the other waiting in an all-reduce for ever."""
+    """Guards against each rank deciding early stopping (or a refit's epochs) on its own: a
+    rank that stopped while another went on would leave the other waiting in an
+    all-reduce for ever."""
     done = torchrun("agree_worker.py", tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "agreed0.txt").read_text() == "False"
     assert (tmp_path / "agreed1.txt").read_text() == "False"  # its own proposal was True
+    # A refit's epoch count too: rank 1 proposed 8, rank 0 chose 7.
+    assert (tmp_path / "epochs0.txt").read_text() == "7"
+    assert (tmp_path / "epochs1.txt").read_text() == "7"
 
 
 def test_torchrun_only_data_shards_outside_torchrun() -> None:
