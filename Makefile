@@ -35,7 +35,7 @@ format: setup
 # m3-other ships without the refit: it was not validated there (docs/EXPERIMENTS.md).
 train: setup
 	for dataset in $(or $(DATASET),m3-monthly m3-quarterly m3-yearly m3-other); do \
-		case $$dataset in m3-other) flags=--no-refit;; *) flags=;; esac; \
+		case $$dataset in m3-other) flags=--no-refit;; m3-yearly) flags=--trend-base;; *) flags=;; esac; \
 		$(BIN)/python -m training fit --dataset $$dataset $$flags || exit 1; \
 	done
 

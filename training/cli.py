@@ -52,6 +52,7 @@ DEFAULT_HIDDEN = 32
 DEFAULT_LAYERS = 2
 DEFAULT_LOSS_SCALES = ("level",)
 DEFAULT_SEASONAL_BASE = True
+DEFAULT_TREND_BASE = False
 DEFAULT_COMPANIONS = True
 DEFAULT_REFIT = True
 
@@ -121,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=DEFAULT_SEASONAL_BASE,
         help="start each forecast from a learned blend of naive and seasonal naive",
+    )
+    fit_parser.add_argument(
+        "--trend-base",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_TREND_BASE,
+        help="also start each forecast from a learned share of the history's drift",
     )
     fit_parser.add_argument(
         "--companions",
@@ -296,6 +303,7 @@ def member_configs(args: argparse.Namespace, series: SeriesSet, longest: int) ->
             learned_init=args.learned_init,
             lookback=lookbacks[i % len(lookbacks)],
             season_length=series.season_length if args.seasonal_base else 1,
+            trend_base=args.trend_base,
         )
         for i in range(args.members)
     ]

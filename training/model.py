@@ -47,6 +47,10 @@ class ModelConfig:
     # Above 1, the forecast starts from a blend of naive and seasonal naive (period
     # `season_length`), weighted per step by a gate the network sets for each series.
     season_length: int = 1
+    # The forecast also starts from a share of the drift (the mean change per step over
+    # whole seasons of the history) times the steps ahead, the share set per step by a
+    # second gate: trends reach the head as a base to correct, not a pattern to learn.
+    trend_base: bool = False
 
     def __post_init__(self) -> None:
         self.quantiles = tuple(float(q) for q in self.quantiles)
@@ -113,8 +117,12 @@ class StackedLSTMForecaster(nn.Module):
         )
         self.season_length = config.season_length
         summary = config.hidden * self.directions
-        # Per step: Q quantile offsets, and with a season one more output, the gate.
-        self.outputs = self.n_quantiles + (1 if config.season_length > 1 else 0)
+        self.trend_base = config.trend_base
+        # Per step: Q quantile offsets, then the seasonal gate (with a season), then the
+        # trend gate (with the trend base).
+        self.seasonal_gate = self.n_quantiles if config.season_length > 1 else -1
+        self.trend_gate = self.n_quantiles + (1 if config.season_length > 1 else 0)
+        self.outputs = self.trend_gate + (1 if config.trend_base else 0)
         self.head = nn.Sequential(
             nn.Linear(summary, summary),
             nn.GELU(),
@@ -202,9 +210,13 @@ class StackedLSTMForecaster(nn.Module):
         normalised_q = torch.cumsum(
             torch.cat([raw[:, :, :1], increments], dim=2), dim=2
         )  # (B, horizon, Q)
-        if self.outputs > q:
-            gate = torch.sigmoid(raw[:, :, q])  # (B, horizon), 0: naive, 1: seasonal naive
+        if self.seasonal_gate >= 0:
+            gate = torch.sigmoid(raw[:, :, self.seasonal_gate])  # (B, horizon), 1: seasonal naive
             base = gate * self.seasonal_naive(normalised, lengths)  # (B, horizon)
+            normalised_q = normalised_q + base.unsqueeze(2)  # (B, horizon, Q)
+        if self.trend_base:
+            gate = torch.sigmoid(raw[:, :, self.trend_gate])  # (B, horizon), 1: all the drift
+            base = gate * self.drift(normalised, lengths)  # (B, horizon)
             normalised_q = normalised_q + base.unsqueeze(2)  # (B, horizon, Q)
         # Offsets from the last observed value, in units of the scale.
         return location.view(batch, 1, 1) + normalised_q * scale.view(batch, 1, 1)
@@ -219,6 +231,20 @@ class StackedLSTMForecaster(nn.Module):
         seasonal = normalised.gather(1, index.clamp(min=0))  # (B, horizon)
         long_enough = (lengths >= m).unsqueeze(1)  # (B, 1)
         return torch.where(long_enough, seasonal, torch.zeros_like(seasonal))
+
+    def drift(self, normalised: Tensor, lengths: Tensor) -> Tensor:
+        """The random walk's drift carried forward, (B, horizon), in normalised units: the
+        mean change per step from the earliest point a whole number of seasons before the
+        last one (so a season's pattern cancels), times the steps ahead; 0 for a history
+        shorter than one season plus one point."""
+        m = self.season_length
+        lengths = lengths.to(normalised.device)
+        span = torch.div(lengths - 1, m, rounding_mode="floor") * m  # (B,), whole seasons
+        first = normalised.gather(1, (lengths - 1 - span).unsqueeze(1)).squeeze(1)  # (B,)
+        last = normalised.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)  # (B,), 0
+        slope = (last - first) / span.clamp(min=1).to(normalised.dtype)  # (B,)
+        steps = torch.arange(1, self.horizon + 1, device=normalised.device)  # (horizon,)
+        return slope.unsqueeze(1) * steps.to(normalised.dtype).unsqueeze(0)  # (B, horizon)
 
 
 @dataclass

@@ -214,3 +214,49 @@ def test_seasonal_base_keeps_batch_invariance_and_equivariance() -> None:
     scale = history_scale(values, lengths)
     assert relative_error(batched, alone, scale) <= 1e-5
     assert relative_error(moved, batched * 0.01 + 250.0, scale * 0.01) <= 1e-4
+
+
+def test_trend_base_is_the_drift_carried_forward_when_the_gate_is_open() -> None:
+    """Guards against a drift read from the wrong points (padding, another row, a span
+    that is not whole seasons): with the trend gate forced open, the seasonal gate shut
+    and zero offsets, the lowest quantile must be the last value plus the mean change per
+    step over whole seasons, times the steps ahead; a history no longer than one season
+    must fall back to its last value."""
+    model = make_model(season_length=4, trend_base=True)
+    with torch.no_grad():
+        last = model.head[-1]
+        last.weight.zero_()
+        bias = last.bias.view(5, 5)  # (horizon, Q + seasonal gate + trend gate)
+        bias[:, 0] = 0.0  # lowest quantile: no offset
+        bias[:, 1:3] = -40.0  # increments softplus(-40) ~ 0
+        bias[:, 3] = -40.0  # seasonal gate shut: naive
+        bias[:, 4] = 40.0  # trend gate open: all the drift
+    values = torch.tensor(
+        [
+            # 10 points: the drift spans 8 steps (two seasons) back from the last, 5.0 to 13.0
+            [7.0, 5.0, 6.0, 2.0, 9.0, 4.0, 7.0, 8.0, 9.0, 13.0, 99.0],
+            [3.0, 6.0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        ]
+    )
+    lengths = torch.tensor([10, 2])
+    with torch.inference_mode():
+        out = model(values, lengths)  # (2, 5, 3)
+        scripted = torch.jit.script(model)(values, lengths)
+    steps = torch.arange(1.0, 6.0)
+    assert torch.allclose(out[0, :, 0], 13.0 + steps * (13.0 - 5.0) / 8, atol=1e-4)
+    assert torch.allclose(out[1, :, 0], torch.full((5,), 6.0), atol=1e-5)
+    assert torch.equal(scripted, out)
+
+
+@pytest.mark.parametrize("season_length", [1, 3])
+def test_trend_base_keeps_batch_invariance_and_equivariance(season_length: int) -> None:
+    """Guards against the trend base breaking exactness or shift/scale equivariance."""
+    model = make_model(season_length=season_length, trend_base=True)
+    values, lengths = random_batch(count=9, min_length=1, max_length=30, seed=11)
+    with torch.inference_mode():
+        alone = forecast_alone(model, values, lengths)
+        batched = model(values, lengths)
+        moved = model(values * 0.01 + 250.0, lengths)
+    scale = history_scale(values, lengths)
+    assert relative_error(batched, alone, scale) <= 1e-5
+    assert relative_error(moved, batched * 0.01 + 250.0, scale * 0.01) <= 1e-4
