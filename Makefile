@@ -33,6 +33,7 @@ format: setup
 
 # Retrains every shipped model, one after the other (DATASET=m3-quarterly for one).
 # m3-other ships without the refit: it was not validated there (docs/EXPERIMENTS.md).
+# m3-yearly adds the trend base: it helped there alone on validation (same file).
 train: setup
 	for dataset in $(or $(DATASET),m3-monthly m3-quarterly m3-yearly m3-other); do \
 		case $$dataset in m3-other) flags=--no-refit;; m3-yearly) flags=--trend-base;; *) flags=;; esac; \

@@ -119,10 +119,12 @@ class StackedLSTMForecaster(nn.Module):
         summary = config.hidden * self.directions
         self.trend_base = config.trend_base
         # Per step: Q quantile offsets, then the seasonal gate (with a season), then the
-        # trend gate (with the trend base).
-        self.seasonal_gate = self.n_quantiles if config.season_length > 1 else -1
-        self.trend_gate = self.n_quantiles + (1 if config.season_length > 1 else 0)
-        self.outputs = self.trend_gate + (1 if config.trend_base else 0)
+        # trend gate (with the trend base), so the trend gate is always the last output.
+        self.outputs = (
+            self.n_quantiles
+            + (1 if config.season_length > 1 else 0)
+            + (1 if config.trend_base else 0)
+        )
         self.head = nn.Sequential(
             nn.Linear(summary, summary),
             nn.GELU(),
@@ -210,12 +212,12 @@ class StackedLSTMForecaster(nn.Module):
         normalised_q = torch.cumsum(
             torch.cat([raw[:, :, :1], increments], dim=2), dim=2
         )  # (B, horizon, Q)
-        if self.seasonal_gate >= 0:
-            gate = torch.sigmoid(raw[:, :, self.seasonal_gate])  # (B, horizon), 1: seasonal naive
+        if self.season_length > 1:
+            gate = torch.sigmoid(raw[:, :, q])  # (B, horizon), 0: naive, 1: seasonal naive
             base = gate * self.seasonal_naive(normalised, lengths)  # (B, horizon)
             normalised_q = normalised_q + base.unsqueeze(2)  # (B, horizon, Q)
         if self.trend_base:
-            gate = torch.sigmoid(raw[:, :, self.trend_gate])  # (B, horizon), 1: all the drift
+            gate = torch.sigmoid(raw[:, :, -1])  # (B, horizon), 1: all the drift
             base = gate * self.drift(normalised, lengths)  # (B, horizon)
             normalised_q = normalised_q + base.unsqueeze(2)  # (B, horizon, Q)
         # Offsets from the last observed value, in units of the scale.
