@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training import distributed
+from training import distributed, model_table
 from training.data import (
     COMPANION_SOURCES,
     DATASETS,
@@ -242,7 +242,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     csv_parser.add_argument("--dataset", choices=DATASETS, required=True)
     csv_parser.add_argument("--out", type=Path, required=True, help="CSV file to write")
+
+    table_parser = commands.add_parser(
+        "readme-table",
+        help="rewrite README's model table from the shipped models' eval.json files",
+        description="Rewrite the per-frequency table in README.md from models/<set>/eval.json.",
+    )
+    table_parser.add_argument("--readme", type=Path, default=Path("README.md"))
+    table_parser.add_argument("--models", type=Path, default=DEFAULT_OUT, help="models folder")
     return parser
+
+
+def run_readme_table(args: argparse.Namespace) -> None:
+    readme = args.readme.read_text()
+    written = model_table.rewrite(readme, model_table.table_rows(args.models, DATASETS))
+    args.readme.write_text(written)
+    print(f"{args.readme}: model table {'rewritten' if written != readme else 'already current'}")
 
 
 def run_csv(args: argparse.Namespace) -> None:
@@ -527,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
             "evaluate": run_evaluate,
             "backtest": run_backtest,
             "csv": run_csv,
+            "readme-table": run_readme_table,
         }
         commands[args.command](args)
     except (DataError, ValueError) as error:

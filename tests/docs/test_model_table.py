@@ -5,41 +5,47 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from training.data import DATASETS
+from training.model_table import ROWS, readme_rows, rewrite, table_rows
+
 ROOT = Path(__file__).resolve().parents[2]
-ROWS = {  # README's method column -> where its figures sit in an evaluation
-    "**stacked LSTM ensemble (shipped)**": (),
-    "AutoETS": ("peers", "AutoETS"),
-    "AutoTheta": ("peers", "AutoTheta"),
-    "Naive2": ("baselines", "naive2"),
-    "seasonal naive": ("baselines", "seasonal_naive"),
-}
-
-
-def readme_rows() -> list[list[str]]:
-    section = (ROOT / "README.md").read_text().split("\n## The model and how good it is\n")[1]
-    lines = [line for line in section.split("\n## ")[0].splitlines() if line.startswith("|")]
-    # After the header and the |---| line.
-    return [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines[2:]]
-
-
-def figure(value: float | None, fmt: str, scale: float = 1.0) -> str:
-    return "–" if value is None else format(scale * value, fmt)
 
 
 def test_readme_model_table_matches_every_shipped_eval_json() -> None:
     """Guards against README figures that no shipped model reproduces: every row is the
-    eval.json of models/<set>/ written by the fit that exported it, to the digits shown."""
-    rows = readme_rows()
-    seen = set()
-    for data_set, method, smape, mase, coverage, cpu in rows:
-        evaluation = json.loads((ROOT / "models" / data_set / "eval.json").read_text())
-        figures = evaluation
-        for key in ROWS[method]:
-            figures = figures[key]
-        assert smape == figure(figures["smape"], ".2f"), (data_set, method)
-        assert mase == figure(figures["mase"], ".3f"), (data_set, method)
-        assert coverage == figure(figures.get("coverage_80"), ".1f", 100.0), (data_set, method)
-        assert cpu == figure(figures.get("cpu_ms_per_series"), ".2f"), (data_set, method)
-        seen.add((data_set, method))
+    eval.json of models/<set>/ written by the fit that exported it, to the digits shown
+    (`python -m training readme-table` writes them)."""
+    rows = readme_rows((ROOT / "README.md").read_text())
+    assert rows == table_rows(ROOT / "models", DATASETS)
     shipped = {p.parent.name for p in (ROOT / "models").glob("*/eval.json")}
-    assert seen == {(s, m) for s in shipped for m in ROWS}
+    assert {(row[0], row[1]) for row in rows} == {(s, m) for s in shipped for m in ROWS}
+
+
+def test_rewrite_replaces_only_the_model_table(tmp_path: Path) -> None:
+    """Guards against a rewrite that leaves stale rows or touches text around the table."""
+    models = tmp_path / "models" / "m3-yearly"
+    models.mkdir(parents=True)
+    method = {"smape": 0.1, "mase": 0.2}
+    evaluation = {
+        "smape": 16.384,
+        "mase": 2.7981,
+        "coverage_80": 0.827,
+        "cpu_ms_per_series": 0.123,
+        "peers": {"AutoETS": method, "AutoTheta": method},
+        "baselines": {"naive2": method, "seasonal_naive": method},
+    }
+    (models / "eval.json").write_text(json.dumps(evaluation))
+    readme = (
+        "intro\n\n## The model and how good it is\n\ntext\n\n"
+        "| set | method | sMAPE | MASE | 80% coverage | CPU ms/series |\n"
+        "|---|---|---|---|---|---|\n"
+        "| m3-yearly | AutoETS | 1.00 | 1.000 | – | – |\n\nafter | not a row\n\n## Next\n| x |\n"
+    )
+    rows = table_rows(tmp_path / "models", ("m3-monthly", "m3-yearly"))
+    written = rewrite(readme, rows)
+    assert readme_rows(written) == rows
+    assert rows[0] == ["m3-yearly", "**stacked LSTM ensemble (shipped)**", "16.38", "2.798",
+                       "82.7", "0.12"]  # fmt: skip
+    assert len(rows) == len(ROWS)
+    assert written.endswith("\n\nafter | not a row\n\n## Next\n| x |\n")
+    assert written.startswith("intro\n\n## The model and how good it is\n\ntext\n\n| set |")

@@ -263,7 +263,9 @@ def test_ema_validates_and_keeps_the_averaged_weights() -> None:
         TrainConfig(ema=1.0)
 
 
-@pytest.mark.parametrize("command", [[], ["fit"], ["evaluate"], ["backtest"], ["csv"]])
+@pytest.mark.parametrize(
+    "command", [[], ["fit"], ["evaluate"], ["backtest"], ["csv"], ["readme-table"]]
+)
 def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])
