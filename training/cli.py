@@ -168,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--patience", type=int, default=TrainConfig.patience, help="early-stopping epochs"
     )
     fit_parser.add_argument(
+        "--min-epochs",
+        type=int,
+        default=TrainConfig.min_epochs,
+        help="epochs before early stopping may end a run",
+    )
+    fit_parser.add_argument(
         "--recency",
         type=float,
         default=TrainConfig.recency,
@@ -389,6 +395,7 @@ def run_fit(args: argparse.Namespace) -> None:
             weight_decay=args.weight_decay,
             clip=args.clip,
             patience=args.patience,
+            min_epochs=args.min_epochs,
             seed=args.seed + i,
             device=args.device,
             min_history=min_history,

@@ -48,6 +48,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     clip: float = 1.0
     patience: int = 10
+    # Early stopping may not end a run before this epoch: around the one-cycle peak the
+    # validation loss can rise for `patience` epochs and the annealed epochs never run.
+    min_epochs: int = 0
     seed: int = 0
     device: str = "auto"
     min_history: int = 12
@@ -77,6 +80,10 @@ class TrainConfig:
             )
         if not 0.0 < self.recency <= 1.0:
             raise ValueError(f"recency must be in (0, 1], got {self.recency}")
+        if not 0 <= self.min_epochs <= self.epochs:
+            raise ValueError(
+                f"min_epochs must be in [0, epochs={self.epochs}], got {self.min_epochs}"
+            )
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {self.ema}")
 
@@ -353,7 +360,8 @@ def _run_epochs(
             stale += 1
         # Decided once, on rank 0, and broadcast: ranks whose float sums differ in the last
         # bit must still stop together, or the rest would wait in an all-reduce for ever.
-        if distributed.agree(rank, stale >= config.patience, device):
+        stop = stale >= config.patience and epoch >= config.min_epochs
+        if distributed.agree(rank, stop, device):
             break
     bar.close()
 

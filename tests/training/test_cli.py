@@ -238,6 +238,28 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
     assert len(losses) <= result.best_epoch + train.patience
 
 
+def test_early_stopping_waits_for_min_epochs() -> None:
+    """Guards against a run ended by patience before `min_epochs`, and against min_epochs
+    keeping a later epoch than the best one."""
+    series = seasonal_series(6, 50)
+    config = ModelConfig(horizon=4, hidden=8)
+    train = TrainConfig(
+        epochs=8, steps_per_epoch=2, batch_size=8, lr=0.2, patience=1, min_history=6,
+        max_history=40,
+    )  # fmt: skip
+    impatient = fit(series, config, train, progress=False)
+    assert len(impatient.history) < train.epochs  # patience 1 ends this run early
+    waiting = fit(
+        series, config, TrainConfig(**{**train.to_dict(), "min_epochs": 8}), progress=False
+    )
+    losses = [row["val_loss"] for row in waiting.history]
+    assert len(losses) == train.epochs
+    assert losses[: len(impatient.history)] == [row["val_loss"] for row in impatient.history]
+    assert waiting.best_epoch == 1 + losses.index(min(losses))
+    with pytest.raises(ValueError, match="min_epochs must be in"):
+        TrainConfig(epochs=8, min_epochs=9)
+
+
 def test_ema_validates_and_keeps_the_averaged_weights() -> None:
     """Guards against an average that is kept but not validated (or validated but not
     kept), and against one that does not follow the stepped weights."""
