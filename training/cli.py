@@ -53,7 +53,6 @@ DEFAULT_LAYERS = 2
 DEFAULT_LOSS_SCALES = ("level",)
 DEFAULT_SEASONAL_BASE = True
 DEFAULT_TREND_BASE = False
-DEFAULT_LEVEL_BASE = False
 DEFAULT_COMPANIONS = True
 DEFAULT_REFIT = True
 
@@ -131,13 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="also start each forecast from a learned share of the history's drift",
     )
     fit_parser.add_argument(
-        "--level-base",
-        action=argparse.BooleanOptionalAction,
-        default=DEFAULT_LEVEL_BASE,
-        help="start each forecast from a learned blend of exponentially smoothed levels "
-        "instead of the last value",
-    )
-    fit_parser.add_argument(
         "--companions",
         action=argparse.BooleanOptionalAction,
         help=f"with --dataset: also train on the {' and '.join(COMPANION_SOURCES)} series of "
@@ -186,13 +178,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="after early stopping, train each member again for the chosen epochs on every "
         "training point, the validation targets included "
         f"(default: {'on' if DEFAULT_REFIT else 'off'})",
-    )
-    fit_parser.add_argument(
-        "--ema",
-        type=float,
-        default=TrainConfig.ema,
-        help="keep an exponential moving average of the weights, this much of it kept per "
-        "step, and validate and ship it; 0 = the raw weights",
     )
     fit_parser.add_argument("--seed", type=int, default=TrainConfig.seed, help="member i: seed+i")
     fit_parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -340,7 +325,6 @@ def member_configs(args: argparse.Namespace, series: SeriesSet, longest: int) ->
             lookback=lookbacks[i % len(lookbacks)],
             season_length=series.season_length if args.seasonal_base else 1,
             trend_base=args.trend_base,
-            level_base=args.level_base,
         )
         for i in range(args.members)
     ]
@@ -404,7 +388,6 @@ def run_fit(args: argparse.Namespace) -> None:
             season_length=series.season_length,
             recency=args.recency,
             refit=args.refit,
-            ema=args.ema,
         )
         result = fit(
             training_part,

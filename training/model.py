@@ -29,8 +29,6 @@ RELATIVE_SCALE_FLOOR = 1e-6
 # The floor for an all-zero history, far below any float32 series yet a normal number.
 ABSOLUTE_SCALE_FLOOR = 1e-30
 COMBINE_RULES = ("median", "mean")
-# Smoothing constants of the level base's candidate levels; 1.0 is the last value itself.
-SES_ALPHAS = (1.0, 0.5, 0.25, 0.1)
 
 
 @dataclass
@@ -53,10 +51,6 @@ class ModelConfig:
     # whole seasons of the history) times the steps ahead, the share set per step by a
     # second gate: trends reach the head as a base to correct, not a pattern to learn.
     trend_base: bool = False
-    # The forecast starts from a blend of simple exponential smoothing levels (one per
-    # alpha in SES_ALPHAS, alpha 1 being the last value), weighted by a softmax the
-    # network sets for each series: noisy histories need not start from their last point.
-    level_base: bool = False
 
     def __post_init__(self) -> None:
         self.quantiles = tuple(float(q) for q in self.quantiles)
@@ -136,13 +130,6 @@ class StackedLSTMForecaster(nn.Module):
             nn.GELU(),
             nn.Linear(summary, config.horizon * self.outputs),
         )
-        self.level_base = config.level_base
-        # One logit per candidate level, per series. Without the base it is a weightless
-        # stand-in, so files trained before it load as they are.
-        self.level_gate: nn.Module = (
-            nn.Linear(summary, len(SES_ALPHAS)) if config.level_base else nn.Identity()
-        )
-        self.ses_alphas = list(SES_ALPHAS)
 
     def recent(self, values: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Each history's last `lookback` points, left-aligned: (B, W) values, (B,) lengths."""
@@ -233,10 +220,6 @@ class StackedLSTMForecaster(nn.Module):
             gate = torch.sigmoid(raw[:, :, -1])  # (B, horizon), 1: all the drift
             base = gate * self.drift(normalised, lengths)  # (B, horizon)
             normalised_q = normalised_q + base.unsqueeze(2)  # (B, horizon, Q)
-        if self.level_base:
-            weights = torch.softmax(self.level_gate(summary), dim=1)  # (B, K)
-            level = (weights * self.smoothed_levels(normalised, lengths)).sum(dim=1)  # (B,)
-            normalised_q = normalised_q + level.view(batch, 1, 1)  # (B, horizon, Q)
         # Offsets from the last observed value, in units of the scale.
         return location.view(batch, 1, 1) + normalised_q * scale.view(batch, 1, 1)
 
@@ -250,25 +233,6 @@ class StackedLSTMForecaster(nn.Module):
         seasonal = normalised.gather(1, index.clamp(min=0))  # (B, horizon)
         long_enough = (lengths >= m).unsqueeze(1)  # (B, 1)
         return torch.where(long_enough, seasonal, torch.zeros_like(seasonal))
-
-    def smoothed_levels(self, normalised: Tensor, lengths: Tensor) -> Tensor:
-        """Simple exponential smoothing's final level for each of SES_ALPHAS, (B, K), in
-        normalised units (the last value is 0 there), started at the first point.
-
-        The level is a weighted mean of the observed points: alpha * (1 - alpha)^j for
-        the point j steps before the last, and what is left, (1 - alpha)^(L - 1), for the
-        first. The weights sum to 1, so shifts and scales pass through unchanged.
-        """
-        lengths = lengths.to(normalised.device)
-        steps = torch.arange(normalised.shape[1], device=normalised.device)  # (W,)
-        observed = steps.unsqueeze(0) < lengths.unsqueeze(1)  # (B, W)
-        back = (lengths.unsqueeze(1) - 1 - steps.unsqueeze(0)).clamp(min=0)  # (B, W)
-        alpha = torch.tensor(self.ses_alphas, dtype=normalised.dtype, device=normalised.device)
-        alpha = alpha.view(1, -1, 1)  # (1, K, 1)
-        decay = (1.0 - alpha) ** back.unsqueeze(1).to(normalised.dtype)  # (B, K, W)
-        weights = torch.where(steps.view(1, 1, -1) == 0, decay, alpha * decay)  # (B, K, W)
-        weights = weights * observed.unsqueeze(1)  # (B, K, W)
-        return (weights * normalised.unsqueeze(1)).sum(dim=2)  # (B, K)
 
     def drift(self, normalised: Tensor, lengths: Tensor) -> Tensor:
         """The random walk's drift carried forward, (B, horizon), in normalised units: the

@@ -18,7 +18,6 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import cast
 
 import numpy as np
 import torch
@@ -68,10 +67,6 @@ class TrainConfig:
     # After early stopping has chosen the epoch count, train again from the same start on
     # every training point, the validation targets included, and keep that model.
     refit: bool = False
-    # Above 0, validation, early stopping and the kept model use an exponential moving
-    # average of the weights (this much of the average kept per step): it smooths the
-    # step-to-step noise of small batches without costing anything at serving time.
-    ema: float = 0.0
 
     def __post_init__(self) -> None:
         if self.loss_scale not in LOSS_SCALES:
@@ -84,8 +79,6 @@ class TrainConfig:
             raise ValueError(
                 f"min_epochs must be in [0, epochs={self.epochs}], got {self.min_epochs}"
             )
-        if not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -275,15 +268,6 @@ def _run_epochs(
     model = StackedLSTMForecaster(model_config).to(device)
     # DDP broadcasts rank 0's initial weights and averages gradients over ranks.
     trained = DistributedDataParallel(model) if rank.distributed else model
-    # Every rank steps identical weights, so every rank's average is identical too.
-    averaged = (
-        torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema)
-        )
-        if config.ema > 0
-        else None
-    )
-    kept = model if averaged is None else cast(StackedLSTMForecaster, averaged.module)
     quantiles = torch.tensor(model_config.quantiles, device=device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -330,15 +314,13 @@ def _run_epochs(
             torch.nn.utils.clip_grad_norm_(params, config.clip)
             optimizer.step()
             scheduler.step()
-            if averaged is not None:
-                averaged.update_parameters(model)
             running += loss.item()
             bar.update(1)
         if val_batches is None:
             best_epoch = epoch  # no validation: the last epoch's weights are kept
             continue
         with autocast:
-            val = validation_loss(kept, val_batches, quantiles, config)
+            val = validation_loss(model, val_batches, quantiles, config)
         row = {
             "epoch": float(epoch),
             "train_loss": running / config.steps_per_epoch,
@@ -351,7 +333,7 @@ def _run_epochs(
             on_epoch(row)
         if val < best_loss:
             best_state, best_loss, best_epoch, stale = (
-                copy.deepcopy(kept.state_dict()),
+                copy.deepcopy(model.state_dict()),
                 val,
                 epoch,
                 0,
@@ -367,9 +349,9 @@ def _run_epochs(
 
     if val_batches is not None:
         assert best_state is not None  # at least one epoch ran
-        kept.load_state_dict(best_state)
+        model.load_state_dict(best_state)
     return TrainResult(
-        model=kept.cpu().eval(),
+        model=model.cpu().eval(),
         history=history,
         best_epoch=best_epoch,
         best_val_loss=best_loss,

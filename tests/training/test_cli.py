@@ -14,8 +14,7 @@ import torch
 
 from training.cli import main
 from training.model import ModelConfig
-from training.train import TrainConfig, fit, forecast, validation_loss
-from training.windows import last_window_batches
+from training.train import TrainConfig, fit, forecast
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_FIT = [
@@ -258,31 +257,6 @@ def test_early_stopping_waits_for_min_epochs() -> None:
     assert waiting.best_epoch == 1 + losses.index(min(losses))
     with pytest.raises(ValueError, match="min_epochs must be in"):
         TrainConfig(epochs=8, min_epochs=9)
-
-
-def test_ema_validates_and_keeps_the_averaged_weights() -> None:
-    """Guards against an average that is kept but not validated (or validated but not
-    kept), and against one that does not follow the stepped weights."""
-    series = seasonal_series(6, 50)
-    config = ModelConfig(horizon=4, hidden=8)
-    train = TrainConfig(
-        epochs=4, steps_per_epoch=3, batch_size=8, lr=0.05, min_history=6, max_history=40
-    )
-    raw = fit(series, config, train, progress=False)
-    averaged = fit(series, config, TrainConfig(**{**train.to_dict(), "ema": 0.5}), progress=False)
-    weight = "head.2.weight"
-    assert not torch.allclose(raw.model.state_dict()[weight], averaged.model.state_dict()[weight])
-    val_batches = last_window_batches(series, 4, 40, 1024)
-    quantiles = torch.tensor(config.quantiles)
-    recomputed = validation_loss(averaged.model, val_batches, quantiles, train)
-    assert recomputed == pytest.approx(averaged.best_val_loss, rel=1e-6)
-    # An average that keeps almost none of itself is the stepped weights.
-    tracking = fit(series, config, TrainConfig(**{**train.to_dict(), "ema": 1e-9}), progress=False)
-    assert tracking.best_epoch == raw.best_epoch
-    for name, tensor in raw.model.state_dict().items():
-        torch.testing.assert_close(tracking.model.state_dict()[name], tensor, msg=name)
-    with pytest.raises(ValueError, match="ema must be in"):
-        TrainConfig(ema=1.0)
 
 
 @pytest.mark.parametrize(

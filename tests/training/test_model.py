@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from training.export import history_scale, random_batch, relative_error
-from training.model import SES_ALPHAS, ModelConfig, StackedLSTMForecaster, pinball_loss
+from training.model import ModelConfig, StackedLSTMForecaster, pinball_loss
 
 
 def make_model(**overrides: object) -> StackedLSTMForecaster:
@@ -203,16 +203,11 @@ def test_seasonal_base_is_the_seasonal_naive_forecast_when_the_gate_is_open() ->
     assert torch.equal(scripted, out)
 
 
-@pytest.mark.parametrize(
-    ("season_length", "trend_base", "level_base"),
-    [(3, False, False), (1, True, False), (3, True, False), (1, False, True), (3, True, True)],
-)
-def test_bases_keep_batch_invariance_and_equivariance(
-    season_length: int, trend_base: bool, level_base: bool
-) -> None:
-    """Guards against the seasonal, trend or level base breaking exactness or shift/scale
+@pytest.mark.parametrize(("season_length", "trend_base"), [(3, False), (1, True), (3, True)])
+def test_bases_keep_batch_invariance_and_equivariance(season_length: int, trend_base: bool) -> None:
+    """Guards against the seasonal or trend base breaking exactness or shift/scale
     equivariance."""
-    model = make_model(season_length=season_length, trend_base=trend_base, level_base=level_base)
+    model = make_model(season_length=season_length, trend_base=trend_base)
     values, lengths = random_batch(count=9, min_length=1, max_length=30, seed=9)
     with torch.inference_mode():
         alone = forecast_alone(model, values, lengths)
@@ -253,38 +248,3 @@ def test_trend_base_is_the_drift_carried_forward_when_the_gate_is_open() -> None
     assert torch.allclose(out[0, :, 0], 13.0 + steps * (13.0 - 5.0) / 8, atol=1e-4)
     assert torch.allclose(out[1, :, 0], torch.full((5,), 6.0), atol=1e-5)
     assert torch.equal(scripted, out)
-
-
-@pytest.mark.parametrize("alpha_index", range(len(SES_ALPHAS)))
-def test_level_base_starts_from_the_exponentially_smoothed_level(alpha_index: int) -> None:
-    """Guards against a level read from padding or another row, or weights that do not
-    follow exponential smoothing: with the level gate set on one alpha and zero offsets,
-    the lowest quantile must be that alpha's SES level, computed by the recursion."""
-    model = make_model(level_base=True)
-    with torch.no_grad():
-        last = model.head[-1]
-        last.weight.zero_()
-        bias = last.bias.view(5, 3)  # (horizon, Q)
-        bias[:, 0] = 0.0  # lowest quantile: no offset
-        bias[:, 1:] = -40.0  # increments softplus(-40) ~ 0
-        model.level_gate.weight.zero_()
-        model.level_gate.bias.fill_(-40.0)
-        model.level_gate.bias[alpha_index] = 40.0
-    values = torch.tensor([[7.0, 5.0, 6.0, 2.0, 9.0, 4.0, 99.0], [3.0, 0, 0, 0, 0, 0, 0]])
-    lengths = torch.tensor([6, 1])
-    with torch.inference_mode():
-        out = model(values, lengths)  # (2, 5, 3)
-        scripted = torch.jit.script(model)(values, lengths)
-    alpha = SES_ALPHAS[alpha_index]
-    level = 7.0
-    for value in [5.0, 6.0, 2.0, 9.0, 4.0]:
-        level = alpha * value + (1 - alpha) * level
-    assert torch.allclose(out[0, :, 0], torch.full((5,), level), atol=1e-4)
-    assert torch.allclose(out[1, :, 0], torch.full((5,), 3.0), atol=1e-5)
-    assert torch.equal(scripted, out)
-
-
-def test_a_model_without_the_level_base_has_no_level_weights() -> None:
-    """Guards against files trained before the level base failing to load: without it the
-    state_dict must hold no key it did not hold before."""
-    assert not any("level_gate" in key for key in make_model().state_dict())
