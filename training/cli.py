@@ -162,8 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit_parser.add_argument(
         "--min-epochs",
         type=int,
-        default=TrainConfig.min_epochs,
-        help="epochs before early stopping may end a run",
+        help="epochs before early stopping may end a run (default: half of --epochs)",
     )
     fit_parser.add_argument(
         "--recency",
@@ -379,7 +378,7 @@ def run_fit(args: argparse.Namespace) -> None:
             weight_decay=args.weight_decay,
             clip=args.clip,
             patience=args.patience,
-            min_epochs=args.min_epochs,
+            min_epochs=args.epochs // 2 if args.min_epochs is None else args.min_epochs,
             seed=args.seed + i,
             device=args.device,
             min_history=min_history,
