@@ -189,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
         "model is written without a test evaluation",
     )
     fit_parser.add_argument(
+        "--origin",
+        type=int,
+        default=0,
+        help="with --validate-only: move every forecast origin this many horizons further "
+        "back first, so a setting can be chosen over several origins, not one",
+    )
+    fit_parser.add_argument(
         "--no-peers", action="store_true", help="skip AutoETS and AutoTheta in the reports"
     )
     fit_parser.add_argument(
@@ -344,6 +351,13 @@ def companion_series(args: argparse.Namespace) -> tuple[list[np.ndarray], dict[s
 
 def run_fit(args: argparse.Namespace) -> None:
     series, min_history = load_series(args, args.min_history, validation=True)
+    if args.origin:
+        if not args.validate_only:
+            raise ValueError(
+                f"--origin {args.origin} needs --validate-only: a shipped model "
+                "trains on every training point"
+            )
+        series = origin_split(series, args.origin, min_history)
     companions, companion_facts = companion_series(args)
     validation = validation_split(series, min_history)
     # Choosing settings, the validation targets play the test split's part: neither early

@@ -207,7 +207,12 @@ def test_validate_only_trains_and_stops_before_the_validation_targets(
     fitting = ["fit", "--csv", str(data), "--out", out, "--no-peers", "--no-register", *TINY_FIT]
     assert main([*fitting, "--members", "1"]) == 0
     assert main([*fitting, "--members", "1", "--validate-only", "--refit"]) == 0
-    assert given == [[54] * 4, [48] * 4]  # 60 points: test 6, then validation 6
+    assert main([*fitting, "--members", "1", "--validate-only", "--origin", "2"]) == 0
+    # 60 points: test 6, then validation 6; two origins back, 12 more
+    assert given == [[54] * 4, [48] * 4, [36] * 4]
+    validation = json.loads((tmp_path / "models" / "shop" / "validation.json").read_text())
+    assert validation["n_series"] == 4
+    assert main([*fitting, "--members", "1", "--origin", "1"]) == 2  # not with a shipped fit
 
 
 def test_companions_need_an_m3_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
