@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,6 +32,13 @@ def seasonal_series(n_series: int, length: int, seed: int = 0) -> list[np.ndarra
         100 + 10 * k + 0.5 * t + 8 * np.sin(2 * np.pi * t / 12 + k) + rng.normal(0, 1, length)
         for k in range(n_series)
     ]
+
+
+def tiny_run(**train_overrides: Any) -> tuple[list[np.ndarray], ModelConfig, TrainConfig]:
+    """Six short seasonal series, a tiny model, and a few steps of training on them."""
+    train = {"epochs": 2, "steps_per_epoch": 2, "batch_size": 8, "min_history": 6,
+             "max_history": 40, **train_overrides}  # fmt: skip
+    return seasonal_series(6, 50), ModelConfig(horizon=4, hidden=8), TrainConfig(**train)
 
 
 def write_csv(path: Path, series: list[np.ndarray]) -> Path:
@@ -103,9 +112,7 @@ def without_timings(evaluation: dict) -> dict:
 
 def test_same_seed_gives_the_same_model() -> None:
     """Guards against unseeded randomness (sampling, dropout, init) in training."""
-    series = seasonal_series(6, 50)
-    config = ModelConfig(horizon=4, hidden=8)
-    train = TrainConfig(epochs=2, steps_per_epoch=2, batch_size=8, min_history=6, max_history=40)
+    series, config, train = tiny_run()
     first = fit(series, config, train, progress=False)
     second = fit(series, config, train, progress=False)
     assert [r["val_loss"] for r in first.history] == [r["val_loss"] for r in second.history]
@@ -118,9 +125,7 @@ def test_same_seed_gives_the_same_model() -> None:
 
 def test_companions_train_but_are_never_validated_on() -> None:
     """Guards against companions being ignored, or entering the early-stopping split."""
-    series = seasonal_series(6, 50)
-    config = ModelConfig(horizon=4, hidden=8)
-    train = TrainConfig(epochs=2, steps_per_epoch=2, batch_size=8, min_history=6, max_history=40)
+    series, config, train = tiny_run()
     alone = fit(series, config, train, progress=False)
     companions = [-3.0 * s for s in seasonal_series(6, 50, seed=1)]
     joined = fit(series, config, train, progress=False, companions=companions)
@@ -128,7 +133,7 @@ def test_companions_train_but_are_never_validated_on() -> None:
         alone.model.state_dict()["head.2.weight"], joined.model.state_dict()["head.2.weight"]
     )
     # At lr 0 the weights never move, so equal validation losses mean equal validation sets.
-    frozen = TrainConfig(**{**train.to_dict(), "lr": 0.0})
+    frozen = replace(train, lr=0.0)
     assert [r["val_loss"] for r in fit(series, config, frozen, progress=False).history] == [
         r["val_loss"]
         for r in fit(series, config, frozen, progress=False, companions=companions).history
@@ -138,16 +143,9 @@ def test_companions_train_but_are_never_validated_on() -> None:
 def test_refit_keeps_the_chosen_epochs_and_history_but_not_the_weights() -> None:
     """Guards against a refit that reports other epochs than were chosen, or that hands
     back the first run's model."""
-    series = seasonal_series(6, 50)
-    config = ModelConfig(horizon=4, hidden=8)
-    train = TrainConfig(
-        epochs=6, steps_per_epoch=2, batch_size=8, lr=0.05, patience=2, min_history=6,
-        max_history=40,
-    )  # fmt: skip
+    series, config, train = tiny_run(epochs=6, lr=0.05, patience=2)
     chosen = fit(series, config, train, progress=False)
-    refitted = fit(
-        series, config, TrainConfig(**{**train.to_dict(), "refit": True}), progress=False
-    )
+    refitted = fit(series, config, replace(train, refit=True), progress=False)
 
     def losses(history: list[dict[str, float]]) -> list[tuple[float, float]]:
         return [(row["train_loss"], row["val_loss"]) for row in history]
@@ -224,17 +222,7 @@ def test_companions_need_an_m3_set(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_early_stopping_keeps_the_best_epoch() -> None:
     """Guards against returning the last epoch's weights instead of the best validation one."""
-    series = seasonal_series(6, 50)
-    config = ModelConfig(horizon=4, hidden=8)
-    train = TrainConfig(
-        epochs=6,
-        steps_per_epoch=2,
-        batch_size=8,
-        lr=0.05,
-        patience=2,
-        min_history=6,
-        max_history=40,
-    )
+    series, config, train = tiny_run(epochs=6, lr=0.05, patience=2)
     result = fit(series, config, train, progress=False)
     losses = [row["val_loss"] for row in result.history]
     assert result.best_val_loss == min(losses)
@@ -245,17 +233,10 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
 def test_early_stopping_waits_for_min_epochs() -> None:
     """Guards against a run ended by patience before `min_epochs`, and against min_epochs
     keeping a later epoch than the best one."""
-    series = seasonal_series(6, 50)
-    config = ModelConfig(horizon=4, hidden=8)
-    train = TrainConfig(
-        epochs=8, steps_per_epoch=2, batch_size=8, lr=0.2, patience=1, min_history=6,
-        max_history=40,
-    )  # fmt: skip
+    series, config, train = tiny_run(epochs=8, lr=0.2, patience=1)
     impatient = fit(series, config, train, progress=False)
     assert len(impatient.history) < train.epochs  # patience 1 ends this run early
-    waiting = fit(
-        series, config, TrainConfig(**{**train.to_dict(), "min_epochs": 8}), progress=False
-    )
+    waiting = fit(series, config, replace(train, min_epochs=8), progress=False)
     losses = [row["val_loss"] for row in waiting.history]
     assert len(losses) == train.epochs
     assert losses[: len(impatient.history)] == [row["val_loss"] for row in impatient.history]
