@@ -4,6 +4,11 @@ Each peer is fitted per series on exactly the history the LSTM sees and forecast
 same horizon, with its own 80% interval (`level=[80]`), so the report scores all
 methods with the same metric code. The CPU time of fit plus forecast is measured per
 series (process time, one thread), after one untimed call that lets numba compile.
+
+statsforecast refuses histories too short for the model's parameters (AutoETS and
+AutoTheta raise "tiny datasets" at 6 points or fewer). Such a series gets
+statsforecast's `Naive` forecast and interval instead, so a report over short series
+still completes; `PeerForecasts.fallbacks` counts them.
 """
 
 from __future__ import annotations
@@ -30,12 +35,15 @@ class PeerForecasts:
     lower: np.ndarray  # (N, H) lower bound of its 80% interval
     upper: np.ndarray  # (N, H) upper bound of its 80% interval
     cpu_ms_per_series: float
+    fallbacks: int = 0  # series too short for the peer, forecast by Naive instead
 
 
 def _model_factory(name: str, season_length: int) -> Callable[[], Any]:
     # Imported late: statsforecast pulls in numba and pandas, slow to import.
-    from statsforecast.models import AutoETS, AutoTheta
+    from statsforecast.models import AutoETS, AutoTheta, Naive
 
+    if name == "Naive":
+        return Naive
     classes = {"AutoETS": AutoETS, "AutoTheta": AutoTheta}
     if name not in classes:
         raise ValueError(f"unknown peer {name!r}; choose one of {', '.join(PEERS)}")
@@ -53,21 +61,35 @@ def forecast_one(
     return out
 
 
+def forecast_or_naive(
+    name: str, history: np.ndarray, horizon: int, season_length: int
+) -> tuple[dict[str, np.ndarray], bool]:
+    """`forecast_one`, or Naive's answer for a history too short for the peer; and whether
+    it fell back."""
+    try:
+        return forecast_one(name, history, horizon, season_length), False
+    except NotImplementedError:  # statsforecast's "tiny datasets"
+        return forecast_one("Naive", history, horizon, season_length), True
+
+
 def forecast_peer(
     name: str, histories: Sequence[np.ndarray], horizon: int, season_length: int
 ) -> PeerForecasts:
     """Fit `name` on every history and forecast `horizon` steps with its 80% interval."""
     if not histories:
         raise ValueError("forecast_peer needs at least one history")
-    forecast_one(name, histories[0], horizon, season_length)  # numba compiles here, untimed
+    longest = max(histories, key=len)
+    forecast_or_naive(name, longest, horizon, season_length)  # numba compiles here, untimed
     rows = []
+    fallbacks = 0
     started = time.process_time()
     for history in histories:
-        out = forecast_one(name, history, horizon, season_length)
+        out, fell_back = forecast_or_naive(name, history, horizon, season_length)
+        fallbacks += fell_back
         rows.append((out["mean"], out[f"lo-{LEVEL}"], out[f"hi-{LEVEL}"]))
     cpu_ms = 1000.0 * (time.process_time() - started) / len(histories)
     point, lower, upper = (np.stack(col).astype(np.float64) for col in zip(*rows, strict=True))
-    return PeerForecasts(name, point, lower, upper, cpu_ms)
+    return PeerForecasts(name, point, lower, upper, cpu_ms, fallbacks)
 
 
 def run_peers(series: SeriesSet) -> list[PeerForecasts]:

@@ -104,6 +104,7 @@ def evaluate(
             peer.name: {
                 **_figures(series_set, peer.point, peer.lower, peer.upper),
                 "cpu_ms_per_series": peer.cpu_ms_per_series,
+                "naive_fallbacks": peer.fallbacks,
             }
             for peer in peers
         },

@@ -82,3 +82,18 @@ def test_forecast_peer_refuses_an_unknown_peer() -> None:
         ValueError, match="unknown peer 'Prophet'; choose one of AutoETS, AutoTheta"
     ):
         forecast_peer("Prophet", [np.arange(30.0)], 3, 12)
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_a_history_too_short_for_the_peer_gets_the_naive_forecast(name: str) -> None:
+    from statsforecast.models import Naive
+
+    tiny = np.array([3.0, 5.0, 4.0])  # AutoETS and AutoTheta refuse it ("tiny datasets")
+    longer = np.sin(np.arange(40.0)) + np.arange(40.0)
+    peer = forecast_peer(name, [tiny, longer], horizon=4, season_length=1)
+    naive = Naive().forecast(y=tiny, h=4, level=[80])
+    assert peer.fallbacks == 1
+    np.testing.assert_allclose(peer.point[0], naive["mean"])
+    np.testing.assert_allclose(peer.lower[0], naive["lo-80"])
+    np.testing.assert_allclose(peer.upper[0], naive["hi-80"])
+    assert not np.allclose(peer.point[1], longer[-1])  # the longer one: the peer itself
