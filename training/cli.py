@@ -52,6 +52,7 @@ DEFAULT_HIDDEN = 32
 DEFAULT_LAYERS = 2
 DEFAULT_LOSS_SCALES = ("level",)
 DEFAULT_SEASONAL_BASE = True
+DEFAULT_SEASONAL_CYCLES = 1
 DEFAULT_TREND_BASE = False
 DEFAULT_COMPANIONS = True
 DEFAULT_REFIT = True
@@ -124,10 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="start each forecast from a learned blend of naive and seasonal naive",
     )
     fit_parser.add_argument(
+        "--seasonal-cycles",
+        type=int,
+        default=DEFAULT_SEASONAL_CYCLES,
+        help="whole seasons whose pattern the seasonal base averages (1: seasonal naive)",
+    )
+    fit_parser.add_argument(
         "--trend-base",
         action=argparse.BooleanOptionalAction,
         default=DEFAULT_TREND_BASE,
         help="also start each forecast from a learned share of the history's drift",
+    )
+    fit_parser.add_argument(
+        "--trend-fit",
+        action="store_true",
+        help="with --trend-base: the drift is the least-squares slope, not the end points'",
     )
     fit_parser.add_argument(
         "--companions",
@@ -330,7 +342,9 @@ def member_configs(args: argparse.Namespace, series: SeriesSet, longest: int) ->
             learned_init=args.learned_init,
             lookback=lookbacks[i % len(lookbacks)],
             season_length=series.season_length if args.seasonal_base else 1,
+            seasonal_cycles=args.seasonal_cycles,
             trend_base=args.trend_base,
+            trend_fit=args.trend_fit,
         )
         for i in range(args.members)
     ]

@@ -47,10 +47,17 @@ class ModelConfig:
     # Above 1, the forecast starts from a blend of naive and seasonal naive (period
     # `season_length`), weighted per step by a gate the network sets for each series.
     season_length: int = 1
+    # The seasonal base averages the pattern of this many whole seasons back (each season's
+    # offsets from its own last point), where the history holds them: 1 is seasonal naive,
+    # more is a steadier pattern for noisy series.
+    seasonal_cycles: int = 1
     # The forecast also starts from a share of the drift (the mean change per step over
     # whole seasons of the history) times the steps ahead, the share set per step by a
     # second gate: trends reach the head as a base to correct, not a pattern to learn.
     trend_base: bool = False
+    # The drift is the least-squares slope through those whole seasons' points instead of
+    # the change between their two ends, so one noisy end point does not set it.
+    trend_fit: bool = False
 
     def __post_init__(self) -> None:
         self.quantiles = tuple(float(q) for q in self.quantiles)
@@ -70,6 +77,8 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.season_length < 1:
             raise ValueError(f"season_length must be >= 1, got {self.season_length}")
+        if self.seasonal_cycles < 1:
+            raise ValueError(f"seasonal_cycles must be >= 1, got {self.seasonal_cycles}")
         if self.lookback < 0:
             raise ValueError(f"lookback must be >= 0 (0: the whole history), got {self.lookback}")
 
@@ -116,8 +125,10 @@ class StackedLSTMForecaster(nn.Module):
             torch.zeros(states, 1, config.hidden), requires_grad=config.learned_init
         )
         self.season_length = config.season_length
+        self.seasonal_cycles = config.seasonal_cycles
         summary = config.hidden * self.directions
         self.trend_base = config.trend_base
+        self.trend_fit = config.trend_fit
         # Per step: Q quantile offsets, then the seasonal gate (with a season), then the
         # trend gate (with the trend base), so the trend gate is always the last output.
         self.outputs = (
@@ -224,29 +235,65 @@ class StackedLSTMForecaster(nn.Module):
         return location.view(batch, 1, 1) + normalised_q * scale.view(batch, 1, 1)
 
     def seasonal_naive(self, normalised: Tensor, lengths: Tensor) -> Tensor:
-        """The last full season repeated, (B, horizon), in normalised units (the last value
-        is 0 there); 0, the naive forecast, for a history shorter than one season."""
+        """The seasonal pattern carried forward, (B, horizon), in normalised units (the last
+        value is 0 there): 0 for a history shorter than one season (the naive forecast).
+
+        Season k back offers, for a step of phase p, its point at phase p minus its own last
+        point (for k = 1 the last value): the seasonal naive offsets as they would have
+        been k - 1 seasons earlier. The base is the mean of these offsets over the last
+        `seasonal_cycles` whole seasons the history holds, so 1 is exactly seasonal naive
+        and more averages the noise of single points away.
+        """
         m = self.season_length
         lengths = lengths.to(normalised.device)
-        steps = torch.arange(self.horizon, device=normalised.device)  # (horizon,)
-        index = (lengths - m).unsqueeze(1) + (steps % m).unsqueeze(0)  # (B, horizon)
-        seasonal = normalised.gather(1, index.clamp(min=0))  # (B, horizon)
-        long_enough = (lengths >= m).unsqueeze(1)  # (B, 1)
-        return torch.where(long_enough, seasonal, torch.zeros_like(seasonal))
+        batch = normalised.shape[0]
+        phase = (torch.arange(self.horizon, device=normalised.device) % m).unsqueeze(0)  # (1, H)
+        total = torch.zeros(batch, self.horizon, dtype=normalised.dtype, device=normalised.device)
+        count = torch.zeros(batch, 1, dtype=normalised.dtype, device=normalised.device)
+        for k in range(1, self.seasonal_cycles + 1):
+            start = (lengths - k * m).unsqueeze(1)  # (B, 1), season k back starts here
+            points = normalised.gather(1, (start + phase).clamp(min=0))  # (B, H)
+            end = normalised.gather(1, (start + m - 1).clamp(min=0))  # (B, 1), its last point
+            held = start >= 0  # (B, 1), the history holds season k back
+            total = total + torch.where(held, points - end, torch.zeros_like(points))  # (B, H)
+            count = count + held.to(normalised.dtype)  # (B, 1)
+        return total / count.clamp(min=1.0)  # (B, H), 0 where no whole season is held
 
     def drift(self, normalised: Tensor, lengths: Tensor) -> Tensor:
         """The random walk's drift carried forward, (B, horizon), in normalised units: the
         mean change per step from the earliest point a whole number of seasons before the
-        last one (so a season's pattern cancels), times the steps ahead; 0 for a history
-        shorter than one season plus one point."""
+        last one (so a season's pattern cancels), or with `trend_fit` the least-squares
+        slope through those points, times the steps ahead; 0 for a history shorter than
+        one season plus one point."""
         m = self.season_length
         lengths = lengths.to(normalised.device)
         span = torch.div(lengths - 1, m, rounding_mode="floor") * m  # (B,), whole seasons
-        first = normalised.gather(1, (lengths - 1 - span).unsqueeze(1)).squeeze(1)  # (B,)
-        last = normalised.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)  # (B,), 0
-        slope = (last - first) / span.clamp(min=1).to(normalised.dtype)  # (B,)
+        first_index = lengths - 1 - span  # (B,)
+        if self.trend_fit:
+            slope = self.fitted_slope(normalised, first_index, lengths)  # (B,)
+        else:
+            first = normalised.gather(1, first_index.unsqueeze(1)).squeeze(1)  # (B,)
+            last = normalised.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)  # (B,), 0
+            slope = (last - first) / span.clamp(min=1).to(normalised.dtype)  # (B,)
         steps = torch.arange(1, self.horizon + 1, device=normalised.device)  # (horizon,)
         return slope.unsqueeze(1) * steps.to(normalised.dtype).unsqueeze(0)  # (B, horizon)
+
+    def fitted_slope(self, normalised: Tensor, first: Tensor, lengths: Tensor) -> Tensor:
+        """Least-squares slope per step through each row's points first..lengths-1, (B,);
+        0 where that is a single point."""
+        steps = torch.arange(normalised.shape[1], device=normalised.device)  # (T,)
+        inside = (steps.unsqueeze(0) >= first.unsqueeze(1)) & (
+            steps.unsqueeze(0) < lengths.unsqueeze(1)
+        )  # (B, T)
+        zeros = torch.zeros_like(normalised)  # (B, T)
+        count = inside.sum(dim=1).to(normalised.dtype)  # (B,)
+        time = steps.to(normalised.dtype).unsqueeze(0)  # (1, T)
+        time_mean = torch.where(inside, time, zeros).sum(dim=1) / count  # (B,)
+        value_mean = torch.where(inside, normalised, zeros).sum(dim=1) / count  # (B,)
+        time_dev = torch.where(inside, time - time_mean.unsqueeze(1), zeros)  # (B, T)
+        value_dev = torch.where(inside, normalised - value_mean.unsqueeze(1), zeros)  # (B, T)
+        spread = (time_dev * time_dev).sum(dim=1)  # (B,), 0 for a single point
+        return (time_dev * value_dev).sum(dim=1) / spread.clamp(min=1e-12)  # (B,)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -203,11 +204,53 @@ def test_seasonal_base_is_the_seasonal_naive_forecast_when_the_gate_is_open() ->
     assert torch.equal(scripted, out)
 
 
-@pytest.mark.parametrize(("season_length", "trend_base"), [(3, False), (1, True), (3, True)])
-def test_bases_keep_batch_invariance_and_equivariance(season_length: int, trend_base: bool) -> None:
+def test_seasonal_base_averages_the_pattern_of_the_seasons_the_history_holds() -> None:
+    """Guards against an averaged seasonal base that reads a season the history does not
+    hold (padding, index clamped to 0), counts it in the mean, or measures a season's
+    offsets from the wrong point: with the gate open and zero offsets, a two-season history
+    gets the mean of both seasons' offsets from their own last points, a one-season history
+    its seasonal naive forecast, and a shorter one its last value."""
+    model = make_model(season_length=4, seasonal_cycles=3)
+    with torch.no_grad():
+        last = model.head[-1]
+        last.weight.zero_()
+        bias = last.bias.view(5, 4)  # (horizon, Q + gate)
+        bias[:, 0] = 0.0  # lowest quantile: no offset
+        bias[:, 1:3] = -40.0  # increments softplus(-40) ~ 0
+        bias[:, 3] = 40.0  # gate sigmoid(40) = 1: the seasonal base
+    values = torch.tensor(
+        [
+            # seasons back: [5, 9, 7, 8] (offsets -3, 1, -1, 0) and [1, 2, 3, 4] (-3, -2, -1, 0)
+            [1.0, 2.0, 3.0, 4.0, 5.0, 9.0, 7.0, 8.0, 99.0],
+            [6.0, 2.0, 4.0, 3.0, 0, 0, 0, 0, 0],
+            [3.0, 6.0, 0, 0, 0, 0, 0, 0, 0],
+        ]
+    )
+    lengths = torch.tensor([8, 4, 2])
+    with torch.inference_mode():
+        out = model(values, lengths)  # (3, 5, 3)
+        scripted = torch.jit.script(model)(values, lengths)
+    assert torch.allclose(out[0, :, 0], torch.tensor([5.0, 7.5, 7.0, 8.0, 5.0]), atol=1e-4)
+    assert torch.allclose(out[1, :, 0], torch.tensor([6.0, 2.0, 4.0, 3.0, 6.0]), atol=1e-4)
+    assert torch.allclose(out[2, :, 0], torch.full((5,), 6.0), atol=1e-5)
+    assert torch.equal(scripted, out)
+
+
+@pytest.mark.parametrize(
+    ("season_length", "seasonal_cycles", "trend_base", "trend_fit"),
+    [(3, 1, False, False), (3, 3, False, False), (1, 1, True, False), (3, 2, True, True)],
+)
+def test_bases_keep_batch_invariance_and_equivariance(
+    season_length: int, seasonal_cycles: int, trend_base: bool, trend_fit: bool
+) -> None:
     """Guards against the seasonal or trend base breaking exactness or shift/scale
     equivariance."""
-    model = make_model(season_length=season_length, trend_base=trend_base)
+    model = make_model(
+        season_length=season_length,
+        seasonal_cycles=seasonal_cycles,
+        trend_base=trend_base,
+        trend_fit=trend_fit,
+    )
     values, lengths = random_batch(count=9, min_length=1, max_length=30, seed=9)
     with torch.inference_mode():
         alone = forecast_alone(model, values, lengths)
@@ -246,5 +289,32 @@ def test_trend_base_is_the_drift_carried_forward_when_the_gate_is_open() -> None
         scripted = torch.jit.script(model)(values, lengths)
     steps = torch.arange(1.0, 6.0)
     assert torch.allclose(out[0, :, 0], 13.0 + steps * (13.0 - 5.0) / 8, atol=1e-4)
+    assert torch.allclose(out[1, :, 0], torch.full((5,), 6.0), atol=1e-5)
+    assert torch.equal(scripted, out)
+
+
+def test_fitted_trend_base_is_the_least_squares_slope_over_whole_seasons() -> None:
+    """Guards against a fitted drift that reads padding, points before the whole seasons
+    or another row: with the trend gate open, the seasonal gate shut and zero offsets, the
+    lowest quantile must be the last value plus the least-squares slope through the last
+    whole seasons' points (and one more) times the steps ahead."""
+    model = make_model(season_length=4, trend_base=True, trend_fit=True)
+    with torch.no_grad():
+        last = model.head[-1]
+        last.weight.zero_()
+        bias = last.bias.view(5, 5)  # (horizon, Q + seasonal gate + trend gate)
+        bias[:, 0] = 0.0
+        bias[:, 1:3] = -40.0
+        bias[:, 3] = -40.0  # seasonal gate shut
+        bias[:, 4] = 40.0  # trend gate open
+    history = [7.0, 5.0, 6.0, 2.0, 9.0, 4.0, 7.0, 8.0, 9.0, 13.0]
+    values = torch.tensor([[*history, 99.0], [3.0, 6.0] + [0.0] * 9])
+    lengths = torch.tensor([10, 2])
+    with torch.inference_mode():
+        out = model(values, lengths)  # (2, 5, 3)
+        scripted = torch.jit.script(model)(values, lengths)
+    slope = float(np.polyfit(np.arange(9.0), history[1:], 1)[0])  # two seasons plus one point
+    steps = torch.arange(1.0, 6.0)
+    assert torch.allclose(out[0, :, 0], 13.0 + steps * slope, atol=1e-4)
     assert torch.allclose(out[1, :, 0], torch.full((5,), 6.0), atol=1e-5)
     assert torch.equal(scripted, out)
