@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="whole seasons whose pattern the seasonal base averages (1: seasonal naive)",
     )
     fit_parser.add_argument(
+        "--seasonal-input",
+        action="store_true",
+        help="the LSTM also reads each step's change since one season earlier",
+    )
+    fit_parser.add_argument(
         "--trend-base",
         action=argparse.BooleanOptionalAction,
         default=DEFAULT_TREND_BASE,
@@ -343,6 +348,7 @@ def member_configs(args: argparse.Namespace, series: SeriesSet, longest: int) ->
             lookback=lookbacks[i % len(lookbacks)],
             season_length=series.season_length if args.seasonal_base else 1,
             seasonal_cycles=args.seasonal_cycles,
+            seasonal_input=args.seasonal_input,
             trend_base=args.trend_base,
             trend_fit=args.trend_fit,
         )

@@ -51,6 +51,9 @@ class ModelConfig:
     # offsets from its own last point), where the history holds them: 1 is seasonal naive,
     # more is a steadier pattern for noisy series.
     seasonal_cycles: int = 1
+    # The LSTM also reads each step's change since one season earlier (0 in the first
+    # season), so a season's pattern reaches it as an input, not only through its memory.
+    seasonal_input: bool = False
     # The forecast also starts from a share of the drift (the mean change per step over
     # whole seasons of the history) times the steps ahead, the share set per step by a
     # second gate: trends reach the head as a base to correct, not a pattern to learn.
@@ -107,9 +110,12 @@ class StackedLSTMForecaster(nn.Module):
         self.relative_floor = RELATIVE_SCALE_FLOOR
         self.absolute_floor = ABSOLUTE_SCALE_FLOOR
         self.learned_init = config.learned_init
-        # Inputs per step: normalised value and its change since the previous step.
+        self.season_length = config.season_length
+        self.seasonal_input = config.seasonal_input and config.season_length > 1
+        # Inputs per step: normalised value, its change since the previous step and, with
+        # the seasonal input, its change since one season earlier.
         self.lstm = nn.LSTM(
-            input_size=2,
+            input_size=3 if self.seasonal_input else 2,
             hidden_size=config.hidden,
             num_layers=config.layers,
             dropout=config.dropout if config.layers > 1 else 0.0,
@@ -124,7 +130,6 @@ class StackedLSTMForecaster(nn.Module):
         self.c0 = nn.Parameter(
             torch.zeros(states, 1, config.hidden), requires_grad=config.learned_init
         )
-        self.season_length = config.season_length
         self.seasonal_cycles = config.seasonal_cycles
         summary = config.hidden * self.directions
         self.trend_base = config.trend_base
@@ -213,7 +218,15 @@ class StackedLSTMForecaster(nn.Module):
         change = torch.cat(
             [torch.zeros_like(normalised[:, :1]), normalised[:, 1:] - normalised[:, :-1]], dim=1
         )  # (B, W)
-        inputs = torch.stack([normalised, change], dim=2)  # (B, W, 2)
+        features = [normalised, change]
+        if self.seasonal_input:
+            m = self.season_length
+            lagged = torch.cat(
+                [normalised[:, :m], normalised[:, :-m]], dim=1
+            )  # (B, W), the point one season earlier (itself in the first season)
+            seasonal_change = torch.where(observed, normalised - lagged, torch.zeros_like(lagged))
+            features.append(seasonal_change)  # (B, W)
+        inputs = torch.stack(features, dim=2)  # (B, W, 2 or 3)
         summary = self.encode(inputs, lengths)  # (B, H * directions)
 
         raw = self.head(summary).view(batch, self.horizon, self.outputs)  # (B, horizon, Q[+1])

@@ -237,20 +237,19 @@ def test_seasonal_base_averages_the_pattern_of_the_seasons_the_history_holds() -
 
 
 @pytest.mark.parametrize(
-    ("season_length", "seasonal_cycles", "trend_base", "trend_fit"),
-    [(3, 1, False, False), (3, 3, False, False), (1, 1, True, False), (3, 2, True, True)],
+    "bases",
+    [
+        {"season_length": 3},
+        {"season_length": 3, "seasonal_cycles": 3},
+        {"season_length": 3, "seasonal_input": True},
+        {"trend_base": True},
+        {"season_length": 3, "seasonal_cycles": 2, "trend_base": True, "trend_fit": True},
+    ],
 )
-def test_bases_keep_batch_invariance_and_equivariance(
-    season_length: int, seasonal_cycles: int, trend_base: bool, trend_fit: bool
-) -> None:
-    """Guards against the seasonal or trend base breaking exactness or shift/scale
-    equivariance."""
-    model = make_model(
-        season_length=season_length,
-        seasonal_cycles=seasonal_cycles,
-        trend_base=trend_base,
-        trend_fit=trend_fit,
-    )
+def test_bases_keep_batch_invariance_and_equivariance(bases: dict[str, object]) -> None:
+    """Guards against the seasonal or trend base, or the seasonal input, breaking exactness
+    (reading padding or another row) or shift/scale equivariance."""
+    model = make_model(**bases)
     values, lengths = random_batch(count=9, min_length=1, max_length=30, seed=9)
     with torch.inference_mode():
         alone = forecast_alone(model, values, lengths)
