@@ -27,7 +27,7 @@ from training.data import SeriesSet
 BASELINES = ("naive", "seasonal_naive", "naive2")
 
 # One-sided 90% critical value of the standard normal, as in the M4 reference code.
-_T_CRIT = 1.645
+SEASONALITY_CRITICAL_VALUE = 1.645
 
 
 def _check(history: np.ndarray, horizon: int, season_length: int) -> np.ndarray:
@@ -87,7 +87,7 @@ def seasonality_test(history: np.ndarray, season_length: int) -> bool:
     r = acf(x, m)  # r[k-1] is the autocorrelation at lag k
     if np.isnan(r).any():
         return False
-    limit = _T_CRIT * np.sqrt((1.0 + 2.0 * np.sum(r[: m - 1] ** 2)) / n)
+    limit = SEASONALITY_CRITICAL_VALUE * np.sqrt((1.0 + 2.0 * np.sum(r[: m - 1] ** 2)) / n)
     return bool(abs(r[m - 1]) > limit)
 
 

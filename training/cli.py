@@ -54,6 +54,7 @@ DEFAULT_LOSS_SCALES = ("level",)
 DEFAULT_SEASONAL_BASE = True
 DEFAULT_SEASONAL_CYCLES = 1
 DEFAULT_TREND_BASE = False
+DEFAULT_THETA_WEIGHT = 0.0
 DEFAULT_COMPANIONS = True
 DEFAULT_REFIT = True
 
@@ -145,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--trend-fit",
         action="store_true",
         help="with --trend-base: the drift is the least-squares slope, not the end points'",
+    )
+    fit_parser.add_argument(
+        "--theta-weight",
+        type=float,
+        default=DEFAULT_THETA_WEIGHT,
+        help="the Theta method's share of the point forecast, 0 to 1 (0: the LSTMs alone)",
     )
     fit_parser.add_argument(
         "--companions",
@@ -318,7 +325,23 @@ def scored(
     forecasts = forecast(model, series.train, max_history)  # (N, H, Q)
     cpu_ms = 1000.0 * (time.process_time() - started) / len(series)
     peer_forecasts = run_peers(series) if peers else []
-    return evaluate(series, forecasts, quantiles, peer_forecasts, cpu_ms), forecasts
+    parts = combined_parts(model, series.train, max_history)
+    result = evaluate(series, forecasts, quantiles, peer_forecasts, cpu_ms, parts)
+    return result, forecasts
+
+
+def combined_parts(model: Any, histories: list[np.ndarray], max_history: int) -> dict[str, Any]:
+    """What an ensemble with a Theta share combines, each forecast alone (eager or scripted
+    module): the LSTM members' combination (N, H, Q) and the Theta points (N, H)."""
+    weight = getattr(model, "theta_weight", 0.0)
+    if not weight:
+        return {}
+    model.theta_weight = 0.0
+    try:
+        lstm = forecast(model, histories, max_history)  # (N, H, Q)
+    finally:
+        model.theta_weight = weight
+    return {"LSTM ensemble": lstm, "Theta": forecast(model.theta, histories, max_history)}
 
 
 def write_report(
@@ -439,8 +462,19 @@ def run_fit(args: argparse.Namespace) -> None:
             )
     if not rank.is_main:
         return  # every rank holds the same weights; rank 0 alone evaluates and writes
-    ensemble_config = EnsembleConfig(members=configs, combine=args.combine)
-    ensemble = EnsembleForecaster(members, args.combine).eval()
+    ensemble_config = EnsembleConfig(
+        members=configs,
+        combine=args.combine,
+        theta_weight=args.theta_weight,
+        theta_season_length=series.season_length,
+    )
+    ensemble = EnsembleForecaster(
+        members,
+        args.combine,
+        ensemble_config.theta_weight,
+        ensemble_config.theta_season_length,
+        ensemble_config.theta_lookback,
+    ).eval()
     quantiles = list(ensemble_config.quantiles)
 
     val_result, _ = scored(validation, ensemble, max_history, quantiles, not args.no_peers)

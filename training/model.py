@@ -23,12 +23,17 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from training.masked import least_squares_slope, location_scale
+from training.theta import ThetaForecaster
+
 # A spread below this fraction of the level is rounding noise of a constant series: the
 # scale is floored there, so a constant history is forecast as that constant.
 RELATIVE_SCALE_FLOOR = 1e-6
 # The floor for an all-zero history, far below any float32 series yet a normal number.
 ABSOLUTE_SCALE_FLOOR = 1e-30
 COMBINE_RULES = ("median", "mean")
+# The most history the Theta part reads: its smoothing matrices grow with its square.
+DEFAULT_THETA_LOOKBACK = 256
 
 
 @dataclass
@@ -102,6 +107,7 @@ class StackedLSTMForecaster(nn.Module):
         super().__init__()
         self.horizon = config.horizon
         self.n_quantiles = len(config.quantiles)
+        self.point_index = list(config.quantiles).index(0.5)
         self.hidden = config.hidden
         self.layers = config.layers
         self.directions = 2 if config.bidirectional else 1
@@ -160,28 +166,8 @@ class StackedLSTMForecaster(nn.Module):
         return values.gather(1, index), kept  # (B, W), (B,)
 
     def location_scale(self, values: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """Last observed value and standard deviation of the observed points, each (B,).
-
-        Padding never enters either; the scale is floored (see RELATIVE_SCALE_FLOOR) so a
-        constant history divides by a tiny number instead of by zero.
-        """
-        lengths = lengths.to(values.device)
-        steps = torch.arange(values.shape[1], device=values.device)  # (T,)
-        observed = steps.unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
-        count = lengths.to(values.dtype)  # (B,)
-        masked = torch.where(observed, values, torch.zeros_like(values))  # (B, T)
-        mean = masked.sum(dim=1) / count  # (B,)
-        deviation = torch.where(
-            observed, values - mean.unsqueeze(1), torch.zeros_like(values)
-        )  # (B, T)
-        # Divided by the largest deviation first, so squaring neither overflows (1e20)
-        # nor underflows (1e-25) in float32.
-        largest = deviation.abs().amax(dim=1).clamp(min=self.absolute_floor)  # (B,)
-        unit = deviation / largest.unsqueeze(1)  # (B, T), within [-1, 1]
-        spread = largest * torch.sqrt((unit * unit).sum(dim=1) / count)  # (B,)
-        last = values.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)  # (B,)
-        floor = (self.relative_floor * last.abs()).clamp(min=self.absolute_floor)  # (B,)
-        return last, torch.maximum(spread, floor)
+        """Last observed value and floored standard deviation, each (B,) (masked.location_scale)."""
+        return location_scale(values, lengths, self.relative_floor, self.absolute_floor)
 
     def encode(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         """Packed stacked LSTM over (B, T, 2) inputs -> the last layer's final state (B, H*dirs)."""
@@ -283,30 +269,13 @@ class StackedLSTMForecaster(nn.Module):
         span = torch.div(lengths - 1, m, rounding_mode="floor") * m  # (B,), whole seasons
         first_index = lengths - 1 - span  # (B,)
         if self.trend_fit:
-            slope = self.fitted_slope(normalised, first_index, lengths)  # (B,)
+            slope = least_squares_slope(normalised, first_index, lengths)  # (B,)
         else:
             first = normalised.gather(1, first_index.unsqueeze(1)).squeeze(1)  # (B,)
             last = normalised.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)  # (B,), 0
             slope = (last - first) / span.clamp(min=1).to(normalised.dtype)  # (B,)
         steps = torch.arange(1, self.horizon + 1, device=normalised.device)  # (horizon,)
         return slope.unsqueeze(1) * steps.to(normalised.dtype).unsqueeze(0)  # (B, horizon)
-
-    def fitted_slope(self, normalised: Tensor, first: Tensor, lengths: Tensor) -> Tensor:
-        """Least-squares slope per step through each row's points first..lengths-1, (B,);
-        0 where that is a single point."""
-        steps = torch.arange(normalised.shape[1], device=normalised.device)  # (T,)
-        inside = (steps.unsqueeze(0) >= first.unsqueeze(1)) & (
-            steps.unsqueeze(0) < lengths.unsqueeze(1)
-        )  # (B, T)
-        zeros = torch.zeros_like(normalised)  # (B, T)
-        count = inside.sum(dim=1).to(normalised.dtype)  # (B,)
-        time = steps.to(normalised.dtype).unsqueeze(0)  # (1, T)
-        time_mean = torch.where(inside, time, zeros).sum(dim=1) / count  # (B,)
-        value_mean = torch.where(inside, normalised, zeros).sum(dim=1) / count  # (B,)
-        time_dev = torch.where(inside, time - time_mean.unsqueeze(1), zeros)  # (B, T)
-        value_dev = torch.where(inside, normalised - value_mean.unsqueeze(1), zeros)  # (B, T)
-        spread = (time_dev * time_dev).sum(dim=1)  # (B,), 0 for a single point
-        return (time_dev * value_dev).sum(dim=1) / spread.clamp(min=1e-12)  # (B,)
 
 
 @dataclass
@@ -315,8 +284,16 @@ class EnsembleConfig:
 
     members: list[ModelConfig] = field(default_factory=lambda: [ModelConfig()])
     combine: str = "median"
+    # The Theta method's share of the point forecast (training.theta): every quantile of
+    # the members' combination moves by theta_weight * (Theta - their median); 0: LSTMs only.
+    theta_weight: float = 0.0
+    # Theta's season length and the most history it reads.
+    theta_season_length: int = 1
+    theta_lookback: int = DEFAULT_THETA_LOOKBACK
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.theta_weight <= 1.0:
+            raise ValueError(f"theta_weight must be in [0, 1], got {self.theta_weight}")
         self.members = [
             m if isinstance(m, ModelConfig) else ModelConfig.from_dict(m) for m in self.members
         ]
@@ -344,27 +321,46 @@ class EnsembleConfig:
         return self.members[0].quantiles
 
     def to_dict(self) -> dict[str, Any]:
-        return {"members": [m.to_dict() for m in self.members], "combine": self.combine}
+        return {**asdict(self), "members": [m.to_dict() for m in self.members]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EnsembleConfig:
-        return cls(members=list(data["members"]), combine=data.get("combine", "median"))
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**{**known, "members": list(data["members"])})
 
 
 class EnsembleForecaster(nn.Module):
-    """Several forecasters behind one `forward`: each quantile is the members' median or mean.
+    """Several forecasters behind one `forward`: each quantile is the members' median or mean,
+    moved, with a Theta share, towards the Theta method's point forecast.
 
-    Both rules are monotone in every member's output, so quantiles that do not cross in
-    any member do not cross in the ensemble, and equivariance to shift and positive
-    scale carries over from the members.
+    Both rules are monotone in every member's output and the Theta move shifts every
+    quantile of a step alike, so quantiles that do not cross in any member do not cross in
+    the ensemble; equivariance to shift and positive scale carries over from the members
+    and from Theta.
     """
 
-    def __init__(self, members: list[StackedLSTMForecaster], combine: str = "median") -> None:
+    def __init__(
+        self,
+        members: list[StackedLSTMForecaster],
+        combine: str = "median",
+        theta_weight: float = 0.0,
+        theta_season_length: int = 1,
+        theta_lookback: int = DEFAULT_THETA_LOOKBACK,
+    ) -> None:
         super().__init__()
         if combine not in COMBINE_RULES:
             raise ValueError(f"combine must be one of {', '.join(COMBINE_RULES)}, got {combine!r}")
         self.members = nn.ModuleList(members)
         self.use_median = combine == "median"
+        self.theta_weight = theta_weight
+        self.point_index = members[0].point_index
+        self.theta = ThetaForecaster(
+            members[0].horizon,
+            theta_season_length,
+            theta_lookback,
+            RELATIVE_SCALE_FLOOR,
+            ABSOLUTE_SCALE_FLOOR,
+        )
 
     def forward(self, values: Tensor, lengths: Tensor) -> Tensor:
         """values: (B, T), lengths: (B,) -> (B, horizon, Q), as each member."""
@@ -372,8 +368,14 @@ class EnsembleForecaster(nn.Module):
         stacked = torch.stack(forecasts, dim=0)  # (K, B, horizon, Q)
         if self.use_median:
             # The middle value, or the mean of the middle two for an even K.
-            return torch.quantile(stacked, 0.5, dim=0)  # (B, horizon, Q)
-        return stacked.mean(dim=0)  # (B, horizon, Q)
+            combined = torch.quantile(stacked, 0.5, dim=0)  # (B, horizon, Q)
+        else:
+            combined = stacked.mean(dim=0)  # (B, horizon, Q)
+        if self.theta_weight > 0.0:
+            theta = self.theta(values, lengths)  # (B, horizon)
+            move = self.theta_weight * (theta - combined[:, :, self.point_index])  # (B, horizon)
+            combined = combined + move.unsqueeze(2)  # (B, horizon, Q)
+        return combined
 
 
 def pinball_loss(forecast: Tensor, target: Tensor, quantiles: Tensor, scale: Tensor) -> Tensor:
@@ -395,4 +397,10 @@ def rebuild(
     if "members" not in model_config:
         return member(ModelConfig.from_dict(model_config))
     config = EnsembleConfig.from_dict(model_config)
-    return EnsembleForecaster([member(m) for m in config.members], config.combine)
+    return EnsembleForecaster(
+        [member(m) for m in config.members],
+        config.combine,
+        config.theta_weight,
+        config.theta_season_length,
+        config.theta_lookback,
+    )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,22 +76,17 @@ def evaluate(
     quantiles: Sequence[float],
     peers: Sequence[PeerForecasts] = (),
     cpu_ms_per_series: float | None = None,
+    parts: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """sMAPE, MASE and 80% coverage of the model and its peers, sMAPE and MASE of baselines.
 
     forecasts: [N, H, Q] in the order of `series_set` and of `quantiles`; each peer's
     forecasts are in the same order. `coverage_80` is None unless both 0.1 and 0.9 are
-    among the quantiles.
+    among the quantiles. `parts` are the forecasts the model combines, each scored alone
+    under `parts`: [N, H, Q] like the model's, or [N, H] points.
     """
-    forecasts, median = _check_forecasts(series_set, forecasts, quantiles)
-    lower, upper = (quantile_index(quantiles, q) for q in INTERVAL_80)
-    if lower is not None and upper is not None:
-        model = _figures(
-            series_set, forecasts[:, :, median], forecasts[:, :, lower], forecasts[:, :, upper]
-        )
-    else:
-        model = {**_figures(series_set, forecasts[:, :, median]), "coverage_80": None}
-    return {
+    model = _quantile_figures(series_set, forecasts, quantiles)
+    result = {
         "dataset": series_set.name,
         "frequency": series_set.frequency,
         "n_series": len(series_set),
@@ -113,6 +108,27 @@ def evaluate(
             for name in REPORT_BASELINES
         },
     }
+    if parts:
+        result["parts"] = {
+            name: _quantile_figures(series_set, part, quantiles)
+            if np.ndim(part) == 3
+            else _figures(series_set, np.asarray(part, dtype=np.float64))
+            for name, part in parts.items()
+        }
+    return result
+
+
+def _quantile_figures(
+    series_set: SeriesSet, forecasts: np.ndarray, quantiles: Sequence[float]
+) -> dict[str, float | None]:
+    """The figures of [N, H, Q] forecasts: their median's sMAPE and MASE, 80% coverage."""
+    forecasts, median = _check_forecasts(series_set, forecasts, quantiles)
+    lower, upper = (quantile_index(quantiles, q) for q in INTERVAL_80)
+    if lower is None or upper is None:
+        return {**_figures(series_set, forecasts[:, :, median]), "coverage_80": None}
+    return _figures(
+        series_set, forecasts[:, :, median], forecasts[:, :, lower], forecasts[:, :, upper]
+    )
 
 
 def _cell(value: float | None, fmt: str) -> str:
@@ -123,6 +139,7 @@ def format_table(result: dict[str, Any]) -> str:
     """A plain, aligned text table: one row per method (model, peers, baselines), columns
     sMAPE, MASE, 80% coverage and CPU milliseconds per series."""
     rows = [("model", result)]
+    rows += [(f"  {name} alone", f) for name, f in result.get("parts", {}).items()]
     rows += [(name, f) for name, f in result.get("peers", {}).items()]
     rows += [(name, f) for name, f in result["baselines"].items()]
     header = ("method", "sMAPE", "MASE", "80% coverage", "CPU ms/series")
