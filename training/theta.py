@@ -149,22 +149,21 @@ class ThetaForecaster(nn.Module):
     def smooth(self, y: Tensor, lengths: Tensor, alphas: Tensor) -> tuple[Tensor, Tensor]:
         """Final smoothed level per weight (B, A) and each weight's share (B, A).
 
-        The level after step t is (1-a)^t y_0 + sum_{1<=j<=t} a (1-a)^(t-j) y_j: one
-        lower-triangular (W, W) matrix per weight, so padding after a row's end never
-        reaches the levels read before it.
+        The level after step t is (1-a)^t y_0 + sum_{1<=j<=t} a (1-a)^(t-j) y_j: a causal
+        convolution, so padding after a row's end never reaches the levels read before it.
         """
         width = y.shape[1]
-        t = torch.arange(width, device=y.device)  # (W,)
-        lag = (t.unsqueeze(1) - t.unsqueeze(0)).to(y.dtype)  # (W, W), t - j
-        a = alphas.view(-1, 1, 1)  # (A, 1, 1)
-        decay = torch.pow(1.0 - a, lag.clamp(min=0.0).unsqueeze(0))  # (A, W, W)
-        later = (t.unsqueeze(1) >= t.unsqueeze(0)).unsqueeze(0)  # (1, W, W), j <= t
-        first = (t == 0).view(1, 1, -1)  # (1, 1, W), j == 0 keeps weight (1-a)^t
-        matrix = torch.where(later, torch.where(first, decay, a * decay), torch.zeros_like(decay))
-        levels = torch.einsum("bj,atj->bat", y, matrix)  # (B, A, W), level after step t
+        lags = torch.arange(width, dtype=y.dtype, device=y.device)  # (W,)
+        powers = torch.pow(1.0 - alphas.unsqueeze(1), lags.unsqueeze(0))  # (A, W), (1-a)^k
+        kernel = (alphas.unsqueeze(1) * powers).flip(1).unsqueeze(1)  # (A, 1, W), oldest first
+        later = torch.cat([torch.zeros_like(y[:, :1]), y[:, 1:]], dim=1)  # (B, W), y_0 out
+        padded = nn.functional.pad(later.unsqueeze(1), [width - 1, 0])  # (B, 1, 2W-1)
+        start = powers.unsqueeze(0) * y[:, :1].unsqueeze(2)  # (B, A, W), (1-a)^t y_0
+        levels = nn.functional.conv1d(padded, kernel) + start  # (B, A, W), level after step t
         # One-step errors y_t - level_{t-1} for t = 1 .. n-1.
         errors = y[:, 1:].unsqueeze(1) - levels[:, :, :-1]  # (B, A, W-1)
-        live = (t[1:].unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(1)  # (B, 1, W-1)
+        steps = torch.arange(1, width, device=y.device)  # (W-1,)
+        live = (steps.unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(1)  # (B, 1, W-1)
         sse = torch.where(live, errors * errors, torch.zeros_like(errors)).sum(dim=2)  # (B, A)
         best = sse.amin(dim=1, keepdim=True)  # (B, 1)
         weight = torch.softmax(-(sse - best) / (self.soft_minimum * best + 1e-30), dim=1)  # (B, A)
