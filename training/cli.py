@@ -31,7 +31,13 @@ from training.export import (
     export_model,
     load_exported,
 )
-from training.model import COMBINE_RULES, EnsembleConfig, EnsembleForecaster, ModelConfig
+from training.model import (
+    COMBINE_RULES,
+    EnsembleConfig,
+    EnsembleForecaster,
+    ModelConfig,
+    rebuild,
+)
 from training.peers import run_peers
 from training.report import (
     backtest_summary,
@@ -46,6 +52,7 @@ from training.splits import origin_split, validation_split
 from training.train import LOSS_SCALES, TrainConfig, fit, forecast
 
 DEFAULT_OUT = Path("models")
+GRID_FIGURES = ("smape", "mase", "coverage_80")
 # Defaults chosen on the M3 validation splits (docs/EXPERIMENTS.md).
 DEFAULT_MEMBERS = 4
 DEFAULT_HIDDEN = 32
@@ -255,6 +262,25 @@ def build_parser() -> argparse.ArgumentParser:
     backtest_parser.add_argument(
         "--no-peers", action="store_true", help="skip AutoETS and AutoTheta"
     )
+
+    grid_parser = commands.add_parser(
+        "theta-grid",
+        help="score a model's validation split with each Theta share of a grid",
+        description=(
+            "Rebuild an exported ensemble around its own weights with each --weights share "
+            "of the Theta method and score the validation split (each series' last horizon "
+            "training points, --origin horizons further back) for each. The test split is "
+            "not looked at. Meant for models written by fit --validate-only, whose training "
+            "ended before those targets."
+        ),
+    )
+    grid_parser.add_argument("--model", type=Path, required=True, help="models/<name> folder")
+    add_data_arguments(grid_parser)
+    grid_parser.add_argument(
+        "--weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0]
+    )
+    grid_parser.add_argument("--origin", type=int, default=0, help="as fit --origin")
+    grid_parser.add_argument("--out", type=Path, help="JSON file (default: print only)")
 
     csv_parser = commands.add_parser(
         "csv",
@@ -548,12 +574,15 @@ def run_fit(args: argparse.Namespace) -> None:
     print(f"exported {out / 'model.ts'} version {metadata['version']}")
 
 
-def exported_series(args: argparse.Namespace) -> tuple[Any, dict[str, Any], SeriesSet]:
-    """The exported model, its metadata and the data set it is to be scored on."""
+def exported_series(
+    args: argparse.Namespace, validation: bool = False
+) -> tuple[Any, dict[str, Any], SeriesSet]:
+    """The exported model, its metadata and the data set it is to be scored on (with
+    `validation`, CSV series must also hold the validation horizon)."""
     scripted, metadata = load_exported(args.model)
     args.horizon = args.horizon or metadata["horizon"]
     args.season_length = args.season_length or metadata["season_length"]
-    series, _ = load_series(args, metadata["min_history"], validation=False)
+    series, _ = load_series(args, metadata["min_history"], validation=validation)
     if series.horizon != metadata["horizon"]:
         raise DataError(
             f"{args.model / METADATA_FILE}: model horizon {metadata['horizon']} "
@@ -570,6 +599,31 @@ def run_evaluate(args: argparse.Namespace) -> None:
     )
     print(format_table(result))
     write_report(series, result, forecasts, quantiles, args.out or args.model)
+
+
+def run_theta_grid(args: argparse.Namespace) -> None:
+    scripted, metadata, series = exported_series(args, validation=True)
+    min_history = metadata["min_history"]
+    if args.origin:
+        series = origin_split(series, args.origin, min_history)
+    validation = validation_split(series, min_history)
+    rows = []
+    for weight in args.weights:
+        settings = {"theta_weight": weight, "theta_season_length": metadata["season_length"]}
+        model = rebuild({**metadata["model_config"], **settings})
+        model.load_state_dict(scripted.state_dict())
+        result, _ = scored(
+            validation, model.eval(), metadata["max_history"], metadata["quantiles"], False
+        )
+        rows.append({"theta_weight": weight, **{k: result[k] for k in GRID_FIGURES}})
+        print(
+            f"{validation.name} origin {args.origin}, Theta share {weight:.2f}: sMAPE "
+            f"{result['smape']:.2f}, MASE {result['mase']:.4f}, 80% coverage "
+            f"{100 * result['coverage_80']:.1f}"
+        )
+    if args.out:
+        grid = {"model": metadata["name"], "origin": args.origin, "rows": rows}
+        write_eval_json(grid, args.out)
 
 
 def run_backtest(args: argparse.Namespace) -> None:
@@ -598,6 +652,7 @@ def main(argv: list[str] | None = None) -> int:
             "fit": run_fit,
             "evaluate": run_evaluate,
             "backtest": run_backtest,
+            "theta-grid": run_theta_grid,
             "csv": run_csv,
             "readme-table": run_readme_table,
         }

@@ -17,8 +17,16 @@ def test_readme_model_table_matches_every_shipped_eval_json() -> None:
     (`python -m training readme-table` writes them)."""
     rows = readme_rows((ROOT / "README.md").read_text())
     assert rows == table_rows(ROOT / "models", DATASETS)
-    shipped = {p.parent.name for p in (ROOT / "models").glob("*/eval.json")}
-    assert {(row[0], row[1]) for row in rows} == {(s, m) for s in shipped for m in ROWS}
+    expected = set()
+    for path in (ROOT / "models").glob("*/eval.json"):
+        parts = json.loads(path.read_text()).get("parts", {})
+        # Every method, and each part alone where the model combines parts.
+        expected |= {
+            (path.parent.name, method)
+            for method, keys in ROWS.items()
+            if keys[:1] != ("parts",) or keys[1] in parts
+        }
+    assert {(row[0], row[1]) for row in rows} == expected
 
 
 def test_rewrite_replaces_only_the_model_table(tmp_path: Path) -> None:
@@ -44,8 +52,12 @@ def test_rewrite_replaces_only_the_model_table(tmp_path: Path) -> None:
     rows = table_rows(tmp_path / "models", ("m3-monthly", "m3-yearly"))
     written = rewrite(readme, rows)
     assert readme_rows(written) == rows
-    assert rows[0] == ["m3-yearly", "**stacked LSTM ensemble (shipped)**", "16.38", "2.798",
-                       "82.7", "0.12"]  # fmt: skip
-    assert len(rows) == len(ROWS)
+    assert rows[0] == ["m3-yearly", "**shipped model**", "16.38", "2.798", "82.7", "0.12"]
+    assert len(rows) == len(ROWS) - 2  # no parts: the two part rows are left out
+    parts = {"LSTM ensemble": {**method, "coverage_80": 0.8}, "Theta": method}
+    (models / "eval.json").write_text(json.dumps({**evaluation, "parts": parts}))
+    with_parts = table_rows(tmp_path / "models", ("m3-yearly",))
+    assert [row[1] for row in with_parts] == list(ROWS)
+    assert with_parts[1] == ["m3-yearly", "LSTM ensemble alone", "0.10", "0.200", "80.0", "–"]
     assert written.endswith("\n\nafter | not a row\n\n## Next\n| x |\n")
     assert written.startswith("intro\n\n## The model and how good it is\n\ntext\n\n| set |")

@@ -15,8 +15,11 @@ import pytest
 import torch
 
 from training.cli import main
-from training.model import ModelConfig
+from training.metrics import smape
+from training.model import ABSOLUTE_SCALE_FLOOR, RELATIVE_SCALE_FLOOR, ModelConfig
+from training.theta import ThetaForecaster
 from training.train import TrainConfig, fit, forecast
+from training.windows import pad_right
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_FIT = [
@@ -246,7 +249,8 @@ def test_early_stopping_waits_for_min_epochs() -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["fit"], ["evaluate"], ["backtest"], ["csv"], ["readme-table"]]
+    "command",
+    [[], ["fit"], ["evaluate"], ["backtest"], ["theta-grid"], ["csv"], ["readme-table"]],
 )
 def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
@@ -332,3 +336,68 @@ def test_fit_csv_takes_every_series_that_fit_dataset_takes(
     args = argparse.Namespace(dataset=None, csv=out, horizon=horizon, season_length=season)
     loaded, min_history = load_series(args, None, validation=True)
     assert (len(loaded), min_history) == (len(load_m3(dataset)), max(2, season))
+
+
+def test_theta_grid_scores_the_validation_split_with_each_share(tmp_path: Path) -> None:
+    """Guards against a Theta-share grid that scores anything but the validation split
+    (the test targets must not move it), that does not keep the model's own weights (share
+    0 must reproduce the fit's own validation figures) or that applies the share wrongly
+    (share 1 must score as the Theta method alone)."""
+    series = seasonal_series(8, 60)
+    data = write_csv(tmp_path / "shop.csv", series)
+    out = tmp_path / "models"
+    args = ["--csv", str(data), *TINY_FIT]
+    assert (
+        main(["fit", *args, "--validate-only", "--no-peers", "--no-register", "--out", str(out)])
+        == 0
+    )
+    model = out / "shop"
+    grid = tmp_path / "grid.json"
+    assert (
+        main(
+            [
+                "theta-grid",
+                "--model",
+                str(model),
+                *args[:6],
+                "--weights",
+                "0",
+                "1",
+                "--out",
+                str(grid),
+            ]
+        )
+        == 0
+    )
+    rows = json.loads(grid.read_text())["rows"]
+    own = json.loads((model / "validation.json").read_text())
+    assert rows[0]["smape"] == pytest.approx(own["smape"], rel=1e-9)
+    assert rows[0]["mase"] == pytest.approx(own["mase"], rel=1e-9)
+
+    histories = [s[:-12] for s in series]  # test and validation horizons held out
+    targets = np.stack([s[-12:-6] for s in series])
+    values, lengths = pad_right(histories)
+    theta = ThetaForecaster(6, 12, 256, RELATIVE_SCALE_FLOOR, ABSOLUTE_SCALE_FLOOR)
+    with torch.inference_mode():
+        points = theta(torch.from_numpy(values), torch.from_numpy(lengths)).double().numpy()
+    assert rows[1]["smape"] == pytest.approx(smape(targets, points), rel=1e-5)
+
+    moved = [np.concatenate([s[:-6], s[-6:] * 100.0]) for s in series]  # new test targets
+    write_csv(tmp_path / "shop.csv", moved)
+    assert (
+        main(
+            [
+                "theta-grid",
+                "--model",
+                str(model),
+                *args[:6],
+                "--weights",
+                "0",
+                "1",
+                "--out",
+                str(grid),
+            ]
+        )
+        == 0
+    )
+    assert json.loads(grid.read_text())["rows"] == rows
