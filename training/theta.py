@@ -5,7 +5,8 @@ Hyndman & Billah 2003), computed for a whole right-padded batch at once:
 
 1. seasonal adjustment: where the history holds three seasons and passes the M3
    competition's 90% autocorrelation test at lag m (`baselines.seasonality_test`),
-   additive seasonal indices by classical decomposition are taken out;
+   additive seasonal indices by classical decomposition are taken out (faded in over
+   the first 10% above the test's limit, see SEASONAL_RAMP);
 2. simple exponential smoothing of the adjusted history, for every smoothing weight of a
    grid; each weight's one-step in-sample squared error picks how much it counts (a
    narrow soft minimum, so two near-equal weights share instead of flipping);
@@ -30,6 +31,10 @@ from training.masked import least_squares_slope, location_scale, observed_mask
 ALPHAS = tuple(round(0.05 * k, 2) for k in range(1, 21))
 # Weights whose in-sample error is within about this fraction of the best one share.
 SOFT_MINIMUM = 0.01
+# The seasonal adjustment fades in as |acf at lag m| goes from the test's limit to this
+# fraction above it: a history on the edge of the test, rounded differently after a shift
+# or a scaling, must not be forecast two ways.
+SEASONAL_RAMP = 0.1
 
 
 class ThetaForecaster(nn.Module):
@@ -55,6 +60,7 @@ class ThetaForecaster(nn.Module):
         self.absolute_floor = absolute_floor
         self.critical = SEASONALITY_CRITICAL_VALUE
         self.soft_minimum = SOFT_MINIMUM
+        self.seasonal_ramp = SEASONAL_RAMP
 
     def forward(self, values: Tensor, lengths: Tensor) -> Tensor:
         values, lengths = self.recent(values, lengths.to(values.device))  # (B, W), (B,)
@@ -124,11 +130,12 @@ class ThetaForecaster(nn.Module):
         counts = inside.to(x.dtype) @ phases  # (B, m)
         figure = sums / counts.clamp(min=1.0)  # (B, m)
         indices = figure - figure.mean(dim=1, keepdim=True)  # (B, m)
-        seasonal = self.is_seasonal(x, lengths) & (lengths >= 3 * m)  # (B,)
-        return torch.where(seasonal.unsqueeze(1), indices, torch.zeros_like(indices))
+        strength = self.seasonality(x, lengths) * (lengths >= 3 * m).to(x.dtype)  # (B,)
+        return indices * strength.unsqueeze(1)  # (B, m)
 
-    def is_seasonal(self, x: Tensor, lengths: Tensor) -> Tensor:
-        """(B,) bool: |acf at lag m| > 1.645 * sqrt((1 + 2 * sum_{k<m} acf_k^2) / n)."""
+    def seasonality(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """(B,) in [0, 1]: 0 unless |acf at lag m| > 1.645 * sqrt((1 + 2 * sum_{k<m} acf_k^2)
+        / n), the M3 test; then rising to 1 at SEASONAL_RAMP above that limit."""
         m = self.season_length
         observed = observed_mask(x, lengths)  # (B, W)
         count = lengths.to(x.dtype)  # (B,)
@@ -144,7 +151,8 @@ class ThetaForecaster(nn.Module):
             else:
                 at_m = acf
         limit = self.critical * torch.sqrt((1.0 + 2.0 * below) / count)  # (B,)
-        return (at_m.abs() > limit) & (variance > 0)
+        strength = ((at_m.abs() / limit - 1.0) / self.seasonal_ramp).clamp(min=0.0, max=1.0)
+        return torch.where(variance > 0, strength, torch.zeros_like(strength))  # (B,)
 
     def smooth(self, y: Tensor, lengths: Tensor, alphas: Tensor) -> tuple[Tensor, Tensor]:
         """Final smoothed level per weight (B, A) and each weight's share (B, A).

@@ -17,7 +17,7 @@ from training.model import (
     ModelConfig,
     StackedLSTMForecaster,
 )
-from training.theta import ALPHAS, SOFT_MINIMUM, ThetaForecaster
+from training.theta import ALPHAS, SEASONAL_RAMP, SOFT_MINIMUM, ThetaForecaster
 from training.windows import pad_right
 
 
@@ -35,7 +35,11 @@ def reference(x: np.ndarray, horizon: int, m: int) -> np.ndarray:
     if m > 1 and seasonality_test(x, m):
         deviation = x - centred_moving_average(x, m)  # NaN where the window overhangs
         figure = np.array([np.nanmean(deviation[p::m]) for p in range(m)])
-        indices = figure - figure.mean()
+        centred = x - x.mean()
+        acf = [centred[k:] @ centred[:-k] / (centred @ centred) for k in range(1, m + 1)]
+        limit = 1.645 * np.sqrt((1 + 2 * sum(r * r for r in acf[:-1])) / n)
+        strength = min(1.0, (abs(acf[-1]) / limit - 1) / SEASONAL_RAMP)  # > 0: the test passed
+        indices = strength * (figure - figure.mean())
     adjusted = x - indices[np.arange(n) % m]
     forecasts, errors = [], []
     for alpha in ALPHAS:
