@@ -353,22 +353,8 @@ def test_theta_grid_scores_the_validation_split_with_each_share(tmp_path: Path) 
     )
     model = out / "shop"
     grid = tmp_path / "grid.json"
-    assert (
-        main(
-            [
-                "theta-grid",
-                "--model",
-                str(model),
-                *args[:6],
-                "--weights",
-                "0",
-                "1",
-                "--out",
-                str(grid),
-            ]
-        )
-        == 0
-    )
+    grid_command = ["theta-grid", "--model", str(model), *args[:6], "--weights", "0", "1"]
+    assert main([*grid_command, "--out", str(grid)]) == 0
     rows = json.loads(grid.read_text())["rows"]
     own = json.loads((model / "validation.json").read_text())
     assert rows[0]["smape"] == pytest.approx(own["smape"], rel=1e-9)
@@ -384,20 +370,5 @@ def test_theta_grid_scores_the_validation_split_with_each_share(tmp_path: Path) 
 
     moved = [np.concatenate([s[:-6], s[-6:] * 100.0]) for s in series]  # new test targets
     write_csv(tmp_path / "shop.csv", moved)
-    assert (
-        main(
-            [
-                "theta-grid",
-                "--model",
-                str(model),
-                *args[:6],
-                "--weights",
-                "0",
-                "1",
-                "--out",
-                str(grid),
-            ]
-        )
-        == 0
-    )
+    assert main([*grid_command, "--out", str(grid)]) == 0
     assert json.loads(grid.read_text())["rows"] == rows

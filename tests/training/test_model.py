@@ -179,19 +179,25 @@ def test_config_round_trips_through_dict() -> None:
     assert ModelConfig.from_dict(config.to_dict()) == config
 
 
-def test_seasonal_base_is_the_seasonal_naive_forecast_when_the_gate_is_open() -> None:
-    """Guards against a seasonal base read from the wrong positions (padding, another
-    row, a season out of phase): with the gate forced open and zero offsets, the lowest
-    quantile must be exactly the last full season repeated, and a history shorter than
-    one season must fall back to its last value."""
-    model = make_model(season_length=4)
+def open_seasonal_gate(model: StackedLSTMForecaster) -> None:
+    """Zero offsets, no quantile spread and the seasonal gate open (horizon 5, Q 3): the
+    lowest quantile is then exactly the seasonal base."""
     with torch.no_grad():
         last = model.head[-1]
         last.weight.zero_()
         bias = last.bias.view(5, 4)  # (horizon, Q + gate)
         bias[:, 0] = 0.0  # lowest quantile: no offset
         bias[:, 1:3] = -40.0  # increments softplus(-40) ~ 0
-        bias[:, 3] = 40.0  # gate sigmoid(40) = 1: seasonal naive
+        bias[:, 3] = 40.0  # gate sigmoid(40) = 1: the seasonal base
+
+
+def test_seasonal_base_is_the_seasonal_naive_forecast_when_the_gate_is_open() -> None:
+    """Guards against a seasonal base read from the wrong positions (padding, another
+    row, a season out of phase): with the gate forced open and zero offsets, the lowest
+    quantile must be exactly the last full season repeated, and a history shorter than
+    one season must fall back to its last value."""
+    model = make_model(season_length=4)
+    open_seasonal_gate(model)
     values = torch.tensor(
         [[1.0, 2.0, 3.0, 4.0, 5.0, 9.0, 7.0, 8.0, 99.0], [3.0, 6.0, 0, 0, 0, 0, 0, 0, 0]]
     )
@@ -211,13 +217,7 @@ def test_seasonal_base_averages_the_pattern_of_the_seasons_the_history_holds() -
     gets the mean of both seasons' offsets from their own last points, a one-season history
     its seasonal naive forecast, and a shorter one its last value."""
     model = make_model(season_length=4, seasonal_cycles=3)
-    with torch.no_grad():
-        last = model.head[-1]
-        last.weight.zero_()
-        bias = last.bias.view(5, 4)  # (horizon, Q + gate)
-        bias[:, 0] = 0.0  # lowest quantile: no offset
-        bias[:, 1:3] = -40.0  # increments softplus(-40) ~ 0
-        bias[:, 3] = 40.0  # gate sigmoid(40) = 1: the seasonal base
+    open_seasonal_gate(model)
     values = torch.tensor(
         [
             # seasons back: [5, 9, 7, 8] (offsets -3, 1, -1, 0) and [1, 2, 3, 4] (-3, -2, -1, 0)
