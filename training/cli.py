@@ -31,13 +31,7 @@ from training.export import (
     export_model,
     load_exported,
 )
-from training.model import (
-    COMBINE_RULES,
-    EnsembleConfig,
-    EnsembleForecaster,
-    ModelConfig,
-    rebuild,
-)
+from training.model import COMBINE_RULES, EnsembleConfig, ModelConfig, ensemble_of, rebuild
 from training.peers import run_peers
 from training.report import (
     backtest_summary,
@@ -494,13 +488,7 @@ def run_fit(args: argparse.Namespace) -> None:
         theta_weight=args.theta_weight,
         theta_season_length=series.season_length,
     )
-    ensemble = EnsembleForecaster(
-        members,
-        args.combine,
-        ensemble_config.theta_weight,
-        ensemble_config.theta_season_length,
-        ensemble_config.theta_lookback,
-    ).eval()
+    ensemble = ensemble_of(members, ensemble_config).eval()
     quantiles = list(ensemble_config.quantiles)
 
     val_result, _ = scored(validation, ensemble, max_history, quantiles, not args.no_peers)
@@ -602,19 +590,22 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
 
 def run_theta_grid(args: argparse.Namespace) -> None:
+    outside = [w for w in args.weights if not 0.0 <= w <= 1.0]
+    if outside:
+        raise ValueError(f"theta_weight must be in [0, 1], got {outside[0]}")
     scripted, metadata, series = exported_series(args, validation=True)
     min_history = metadata["min_history"]
     if args.origin:
         series = origin_split(series, args.origin, min_history)
     validation = validation_split(series, min_history)
+    # Theta reads the data's season whatever share, if any, the model was exported with.
+    model = rebuild({**metadata["model_config"], "theta_season_length": metadata["season_length"]})
+    model.load_state_dict(scripted.state_dict())
+    model.eval()
     rows = []
     for weight in args.weights:
-        settings = {"theta_weight": weight, "theta_season_length": metadata["season_length"]}
-        model = rebuild({**metadata["model_config"], **settings})
-        model.load_state_dict(scripted.state_dict())
-        result, _ = scored(
-            validation, model.eval(), metadata["max_history"], metadata["quantiles"], False
-        )
+        model.theta_weight = weight
+        result, _ = scored(validation, model, metadata["max_history"], metadata["quantiles"], False)
         rows.append({"theta_weight": weight, **{k: result[k] for k in GRID_FIGURES}})
         print(
             f"{validation.name} origin {args.origin}, Theta share {weight:.2f}: sMAPE "

@@ -16,6 +16,36 @@ def observed_mask(values: Tensor, lengths: Tensor) -> Tensor:
     return steps.unsqueeze(0) < lengths.to(values.device).unsqueeze(1)  # (B, T)
 
 
+def last_points(values: Tensor, lengths: Tensor, lookback: int) -> tuple[Tensor, Tensor]:
+    """Each history's last `lookback` points, left-aligned: (B, W) values, (B,) lengths;
+    unchanged when `lookback` is 0 or the batch is no wider."""
+    if lookback <= 0 or values.shape[1] <= lookback:
+        return values, lengths
+    lengths = lengths.to(values.device)
+    kept = lengths.clamp(max=lookback)  # (B,)
+    steps = torch.arange(lookback, device=values.device)  # (W,)
+    index = (lengths - kept).unsqueeze(1) + steps.unsqueeze(0)  # (B, W), first kept point on
+    # Past a short series' end the index would leave the row: those cells are padding.
+    index = index.clamp(max=values.shape[1] - 1)  # (B, W)
+    return values.gather(1, index), kept  # (B, W), (B,)
+
+
+def normalise(
+    values: Tensor, lengths: Tensor, relative_floor: float, absolute_floor: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(values - location) / scale on observed points, 0 on padding: (B, T) normalised,
+    (B, T) observed mask, (B,) location and (B,) scale (see location_scale)."""
+    location, scale = location_scale(values, lengths, relative_floor, absolute_floor)
+    observed = observed_mask(values, lengths)  # (B, T)
+    # Padding is zeroed so that no garbage in the padded tail can leak through.
+    normalised = torch.where(
+        observed,
+        (values - location.unsqueeze(1)) / scale.unsqueeze(1),
+        torch.zeros_like(values),
+    )  # (B, T)
+    return normalised, observed, location, scale
+
+
 def location_scale(
     values: Tensor, lengths: Tensor, relative_floor: float, absolute_floor: float
 ) -> tuple[Tensor, Tensor]:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from training.masked import least_squares_slope, location_scale
+from training.masked import last_points, least_squares_slope, location_scale, normalise
 from training.theta import ThetaForecaster
 
 # A spread below this fraction of the level is rounding noise of a constant series: the
@@ -32,7 +32,7 @@ RELATIVE_SCALE_FLOOR = 1e-6
 # The floor for an all-zero history, far below any float32 series yet a normal number.
 ABSOLUTE_SCALE_FLOOR = 1e-30
 COMBINE_RULES = ("median", "mean")
-# The most history the Theta part reads: its smoothing matrices grow with its square.
+# The most history the Theta part reads: its smoothing cost grows with its square.
 DEFAULT_THETA_LOOKBACK = 256
 
 
@@ -155,15 +155,7 @@ class StackedLSTMForecaster(nn.Module):
 
     def recent(self, values: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Each history's last `lookback` points, left-aligned: (B, W) values, (B,) lengths."""
-        if self.lookback <= 0 or values.shape[1] <= self.lookback:
-            return values, lengths
-        lengths = lengths.to(values.device)
-        kept = lengths.clamp(max=self.lookback)  # (B,)
-        steps = torch.arange(self.lookback, device=values.device)  # (W,)
-        index = (lengths - kept).unsqueeze(1) + steps.unsqueeze(0)  # (B, W), first kept point on
-        # Past a short series' end the index would leave the row: those cells are padding.
-        index = index.clamp(max=values.shape[1] - 1)  # (B, W)
-        return values.gather(1, index), kept  # (B, W), (B,)
+        return last_points(values, lengths, self.lookback)
 
     def location_scale(self, values: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Last observed value and floored standard deviation, each (B,) (masked.location_scale)."""
@@ -192,15 +184,9 @@ class StackedLSTMForecaster(nn.Module):
         """
         batch = values.shape[0]
         values, lengths = self.recent(values, lengths)  # (B, W), (B,)
-        location, scale = self.location_scale(values, lengths)  # (B,), (B,)
-        steps = torch.arange(values.shape[1], device=values.device)  # (W,)
-        observed = steps.unsqueeze(0) < lengths.to(values.device).unsqueeze(1)  # (B, W)
-        # Padding is zeroed so that no garbage in the padded tail can leak through.
-        normalised = torch.where(
-            observed,
-            (values - location.unsqueeze(1)) / scale.unsqueeze(1),
-            torch.zeros_like(values),
-        )  # (B, W)
+        normalised, observed, location, scale = normalise(
+            values, lengths, self.relative_floor, self.absolute_floor
+        )  # (B, W), (B, W), (B,), (B,)
         change = torch.cat(
             [torch.zeros_like(normalised[:, :1]), normalised[:, 1:] - normalised[:, :-1]], dim=1
         )  # (B, W)
@@ -397,8 +383,13 @@ def rebuild(
     if "members" not in model_config:
         return member(ModelConfig.from_dict(model_config))
     config = EnsembleConfig.from_dict(model_config)
+    return ensemble_of([member(m) for m in config.members], config)
+
+
+def ensemble_of(members: list[StackedLSTMForecaster], config: EnsembleConfig) -> EnsembleForecaster:
+    """The ensemble `config` describes, around these members (trained or not)."""
     return EnsembleForecaster(
-        [member(m) for m in config.members],
+        members,
         config.combine,
         config.theta_weight,
         config.theta_season_length,

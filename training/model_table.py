@@ -38,11 +38,11 @@ def table_rows(models: Path, data_sets: tuple[str, ...]) -> list[list[str]]:
             continue
         evaluation = json.loads(path.read_text())
         for method, keys in ROWS.items():
+            if keys[:1] == ("parts",) and keys[1] not in evaluation.get("parts", {}):
+                continue  # a part the model does not combine
             figures = evaluation
             for key in keys:
-                figures = figures.get(key, {})
-            if not figures:
-                continue  # a part the model does not have
+                figures = figures[key]
             rows.append(
                 [
                     data_set,

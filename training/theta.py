@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from training.baselines import SEASONALITY_CRITICAL_VALUE
-from training.masked import least_squares_slope, location_scale, observed_mask
+from training.masked import last_points, least_squares_slope, normalise, observed_mask
 
 # Smoothing weights tried for every series.
 ALPHAS = tuple(round(0.05 * k, 2) for k in range(1, 21))
@@ -53,7 +53,7 @@ class ThetaForecaster(nn.Module):
             raise ValueError(f"theta lookback must be >= 1, got {lookback}")
         self.horizon = horizon
         self.season_length = season_length
-        # Reads each history's last `lookback` points: bounds the (T, T) smoothing matrices.
+        # Reads each history's last `lookback` points: smoothing costs grow with its square.
         self.lookback = lookback
         self.alphas = list(ALPHAS)
         self.relative_floor = relative_floor
@@ -63,16 +63,10 @@ class ThetaForecaster(nn.Module):
         self.seasonal_ramp = SEASONAL_RAMP
 
     def forward(self, values: Tensor, lengths: Tensor) -> Tensor:
-        values, lengths = self.recent(values, lengths.to(values.device))  # (B, W), (B,)
-        location, scale = location_scale(
+        values, lengths = last_points(values, lengths.to(values.device), self.lookback)
+        x, observed, location, scale = normalise(
             values, lengths, self.relative_floor, self.absolute_floor
-        )  # (B,), (B,)
-        observed = observed_mask(values, lengths)  # (B, W)
-        x = torch.where(
-            observed,
-            (values - location.unsqueeze(1)) / scale.unsqueeze(1),
-            torch.zeros_like(values),
-        )  # (B, W)
+        )  # (B, W), (B, W), (B,), (B,)
         indices = self.seasonal_indices(x, lengths)  # (B, m), zeros where not seasonal
         m = self.season_length
         phase = torch.arange(x.shape[1], device=x.device) % m  # (W,)
@@ -93,15 +87,6 @@ class ThetaForecaster(nn.Module):
         future_phase = (lengths.unsqueeze(1) - 1 + steps.unsqueeze(0)) % m  # (B, H)
         forecast = adjusted_forecast + indices.gather(1, future_phase)  # (B, H)
         return location.unsqueeze(1) + forecast * scale.unsqueeze(1)  # (B, H)
-
-    def recent(self, values: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """Each history's last `lookback` points, left-aligned: (B, W) values, (B,) lengths."""
-        if values.shape[1] <= self.lookback:
-            return values, lengths
-        kept = lengths.clamp(max=self.lookback)  # (B,)
-        steps = torch.arange(self.lookback, device=values.device)  # (W,)
-        index = (lengths - kept).unsqueeze(1) + steps.unsqueeze(0)  # (B, W)
-        return values.gather(1, index.clamp(max=values.shape[1] - 1)), kept
 
     def seasonal_indices(self, x: Tensor, lengths: Tensor) -> Tensor:
         """Additive indices by classical decomposition, mean 0, (B, m): index p for the
