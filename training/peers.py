@@ -65,7 +65,11 @@ def forecast_or_naive(
     name: str, history: np.ndarray, horizon: int, season_length: int
 ) -> tuple[dict[str, np.ndarray], bool]:
     """`forecast_one`, or Naive's answer for a history too short for the peer; and whether
-    it fell back."""
+    it fell back. A constant history is every peer's own constant forecast with a
+    zero-width interval, which Naive gives too; statsforecast's AutoETS raises
+    IndexError on short constant histories instead of giving it."""
+    if np.ptp(history) == 0:
+        return forecast_one("Naive", history, horizon, season_length), False
     try:
         return forecast_one(name, history, horizon, season_length), False
     except NotImplementedError:  # statsforecast's "tiny datasets"

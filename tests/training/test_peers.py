@@ -97,3 +97,14 @@ def test_a_history_too_short_for_the_peer_gets_the_naive_forecast(name: str) -> 
     np.testing.assert_allclose(peer.lower[0], naive["lo-80"])
     np.testing.assert_allclose(peer.upper[0], naive["hi-80"])
     assert not np.allclose(peer.point[1], longer[-1])  # the longer one: the peer itself
+
+
+@pytest.mark.parametrize("name", ["AutoETS", "AutoTheta"])
+@pytest.mark.parametrize("length", [2, 3, 7, 30])
+def test_a_constant_history_is_forecast_as_that_constant(name: str, length: int) -> None:
+    # AutoETS raised IndexError on the 2- and 3-point constants, ending the whole report.
+    constant = np.full(length, 4400.0)
+    peer = forecast_peer(name, [constant], horizon=6, season_length=1)
+    assert peer.fallbacks == 0
+    for row in (peer.point, peer.lower, peer.upper):
+        np.testing.assert_array_equal(row[0], np.full(6, 4400.0))
