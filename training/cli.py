@@ -8,6 +8,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,14 @@ from training.export import (
     export_model,
     load_exported,
 )
-from training.model import COMBINE_RULES, EnsembleConfig, ModelConfig, ensemble_of, rebuild
+from training.model import (
+    COMBINE_RULES,
+    EnsembleConfig,
+    EnsembleForecaster,
+    ModelConfig,
+    ensemble_of,
+    rebuild,
+)
 from training.peers import run_peers
 from training.report import (
     backtest_summary,
@@ -42,11 +50,11 @@ from training.report import (
     plot_samples,
     write_eval_json,
 )
+from training.shares import SHARE_GRID, best_share, score_shares
 from training.splits import origin_split, validation_split
-from training.train import LOSS_SCALES, TrainConfig, fit, forecast
+from training.train import LOSS_SCALES, TrainConfig, TrainResult, fit, forecast
 
 DEFAULT_OUT = Path("models")
-GRID_FIGURES = ("smape", "mase", "coverage_80")
 # Defaults chosen on the M3 validation splits (docs/EXPERIMENTS.md).
 DEFAULT_MEMBERS = 4
 DEFAULT_HIDDEN = 32
@@ -55,7 +63,7 @@ DEFAULT_LOSS_SCALES = ("level",)
 DEFAULT_SEASONAL_BASE = True
 DEFAULT_SEASONAL_CYCLES = 1
 DEFAULT_TREND_BASE = False
-DEFAULT_THETA_WEIGHT = 0.0
+DEFAULT_THETA_WEIGHT = "auto"
 DEFAULT_COMPANIONS = True
 DEFAULT_REFIT = True
 
@@ -73,6 +81,16 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="shortest history the model accepts (default: max(2, season length))",
     )
+
+
+def theta_share(text: str) -> float | str:
+    """`--theta-weight`: "auto" or a share in [0, 1]."""
+    if text == "auto":
+        return text
+    share = float(text)
+    if not 0.0 <= share <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be auto or in [0, 1], got {text}")
+    return share
 
 
 def default_lookback(horizon: int, season_length: int, longest: int) -> int:
@@ -150,9 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit_parser.add_argument(
         "--theta-weight",
-        type=float,
+        type=theta_share,
         default=DEFAULT_THETA_WEIGHT,
-        help="the Theta method's share of the point forecast, 0 to 1 (0: the LSTMs alone)",
+        help="the Theta method's share of the point forecast, 0 to 1 (0: the LSTMs alone), "
+        "or auto: the share of 0, 0.1, ..., 1 with the lowest validation MASE, scored with "
+        "the members before their refit (with --validate-only, auto is 0: score shares "
+        "with theta-grid)",
     )
     fit_parser.add_argument(
         "--companions",
@@ -412,6 +433,30 @@ def companion_series(args: argparse.Namespace) -> tuple[list[np.ndarray], dict[s
     return kept, facts
 
 
+def chosen_theta_share(
+    args: argparse.Namespace,
+    runs: list[tuple[TrainConfig, TrainResult]],
+    config: EnsembleConfig,
+    validation: SeriesSet,
+    max_history: int,
+) -> dict[str, Any]:
+    """The Theta share `fit` exports, how it was chosen and, for `auto`, each share's
+    validation figures. The members before their refit are scored: the refitted ones
+    have trained on the validation targets."""
+    if args.theta_weight != "auto":
+        return {"theta_weight": args.theta_weight, "chosen_by": "given"}
+    if args.validate_only:
+        # Choosing here would read the very targets this run is to be judged on.
+        print("Theta share 0 (--validate-only: score each share with theta-grid)")
+        return {"theta_weight": 0.0, "chosen_by": "--validate-only: theta-grid scores shares"}
+    early = ensemble_of([result.early_model for _, result in runs], config).eval()
+    rows = score_shares(early, validation, SHARE_GRID, max_history, list(config.quantiles))
+    share = best_share(rows)
+    scores = ", ".join(f"{row['theta_weight']:g}: {row['mase']:.3f}" for row in rows)
+    print(f"Theta share {share:g}: the lowest validation MASE of {len(rows)} shares ({scores})")
+    return {"theta_weight": share, "chosen_by": "lowest validation MASE", "grid": rows}
+
+
 def run_fit(args: argparse.Namespace) -> None:
     series, min_history = load_series(args, args.min_history, validation=True)
     if args.origin:
@@ -485,11 +530,12 @@ def run_fit(args: argparse.Namespace) -> None:
     ensemble_config = EnsembleConfig(
         members=configs,
         combine=args.combine,
-        theta_weight=args.theta_weight,
         theta_season_length=series.season_length,
     )
-    ensemble = ensemble_of(members, ensemble_config).eval()
     quantiles = list(ensemble_config.quantiles)
+    theta_choice = chosen_theta_share(args, runs, ensemble_config, validation, max_history)
+    ensemble_config = replace(ensemble_config, theta_weight=theta_choice["theta_weight"])
+    ensemble = ensemble_of(members, ensemble_config).eval()
 
     val_result, _ = scored(validation, ensemble, max_history, quantiles, not args.no_peers)
     # Scored all the same: the peers' and baselines' rows are out of sample either way.
@@ -538,6 +584,7 @@ def run_fit(args: argparse.Namespace) -> None:
         ],
         "train_seconds": round(sum(result.seconds for _, result in runs), 1),
         "threads": torch.get_num_threads(),
+        "theta_share": theta_choice,
         "validation": {
             key: val_result[key] for key in ("smape", "mase", "coverage_80", "peers", "baselines")
         },
@@ -600,17 +647,18 @@ def run_theta_grid(args: argparse.Namespace) -> None:
     validation = validation_split(series, min_history)
     # Theta reads the data's season whatever share, if any, the model was exported with.
     model = rebuild({**metadata["model_config"], "theta_season_length": metadata["season_length"]})
+    if not isinstance(model, EnsembleForecaster):
+        raise ValueError(f"{args.model}: a single forecaster has no Theta share to score")
     model.load_state_dict(scripted.state_dict())
     model.eval()
-    rows = []
-    for weight in args.weights:
-        model.theta_weight = weight
-        result, _ = scored(validation, model, metadata["max_history"], metadata["quantiles"], False)
-        rows.append({"theta_weight": weight, **{k: result[k] for k in GRID_FIGURES}})
+    rows = score_shares(
+        model, validation, args.weights, metadata["max_history"], metadata["quantiles"]
+    )
+    for row in rows:
         print(
-            f"{validation.name} origin {args.origin}, Theta share {weight:.2f}: sMAPE "
-            f"{result['smape']:.2f}, MASE {result['mase']:.4f}, 80% coverage "
-            f"{100 * result['coverage_80']:.1f}"
+            f"{validation.name} origin {args.origin}, Theta share {row['theta_weight']:.2f}: "
+            f"sMAPE {row['smape']:.2f}, MASE {row['mase']:.4f}, 80% coverage "
+            f"{100 * row['coverage_80']:.1f}"
         )
     if args.out:
         grid = {"model": metadata["name"], "origin": args.origin, "rows": rows}

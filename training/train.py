@@ -87,6 +87,9 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     model: StackedLSTMForecaster  # best validation epoch's weights, on the CPU, in eval mode
+    # The best epoch's weights before any refit (`model` itself without one): the model whose
+    # validation forecasts are out of sample, for choices made after training.
+    early_model: StackedLSTMForecaster
     history: list[dict[str, float]]  # one row per epoch: epoch, train_loss, val_loss, seconds
     best_epoch: int
     best_val_loss: float
@@ -227,6 +230,7 @@ def _train(
     refitted = _run_epochs(whole, None, epochs, setup, None, progress, f"{desc} refit")
     return TrainResult(
         model=refitted.model,
+        early_model=chosen.model,
         history=chosen.history,
         best_epoch=chosen.best_epoch,
         best_val_loss=chosen.best_val_loss,
@@ -350,8 +354,10 @@ def _run_epochs(
     if val_batches is not None:
         assert best_state is not None  # at least one epoch ran
         model.load_state_dict(best_state)
+    model = model.cpu().eval()
     return TrainResult(
-        model=model.cpu().eval(),
+        model=model,
+        early_model=model,
         history=history,
         best_epoch=best_epoch,
         best_val_loss=best_loss,

@@ -372,3 +372,48 @@ def test_theta_grid_scores_the_validation_split_with_each_share(tmp_path: Path) 
     write_csv(tmp_path / "shop.csv", moved)
     assert main([*grid_command, "--out", str(grid)]) == 0
     assert json.loads(grid.read_text())["rows"] == rows
+
+
+def test_fit_chooses_the_theta_share_on_the_members_before_their_refit(tmp_path: Path) -> None:
+    """Guards against an automatic Theta share chosen with refitted members (they have
+    trained on the validation targets) or not by the lowest validation MASE: the grid of a
+    refit run must equal that of the same run without a refit, whose members are the
+    early-stopped ones, and the exported share must be the grid's best."""
+    data = write_csv(tmp_path / "shop.csv", seasonal_series(8, 60))
+    common = ["fit", "--csv", str(data), *TINY_FIT, "--no-peers", "--no-register"]
+    facts = {}
+    for refit in ("--refit", "--no-refit"):
+        out = tmp_path / refit
+        assert main([*common, refit, "--out", str(out)]) == 0  # --theta-weight auto: default
+        facts[refit] = json.loads((out / "shop" / "metadata.json").read_text())
+    choice = facts["--refit"]["training"]["theta_share"]
+    assert choice["chosen_by"] == "lowest validation MASE"
+    assert [row["theta_weight"] for row in choice["grid"]] == [k / 10 for k in range(11)]
+    best = min(choice["grid"], key=lambda row: row["mase"])
+    assert choice["theta_weight"] == best["theta_weight"]
+    assert facts["--refit"]["model_config"]["theta_weight"] == best["theta_weight"]
+    assert facts["--no-refit"]["training"]["theta_share"] == choice
+
+    # Without a refit the exported model is the one the grid scored.
+    validation = json.loads((tmp_path / "--no-refit" / "shop" / "validation.json").read_text())
+    assert validation["mase"] == pytest.approx(best["mase"], rel=1e-6)
+
+
+def test_a_given_theta_share_is_kept_and_validate_only_does_not_choose(tmp_path: Path) -> None:
+    data = write_csv(tmp_path / "shop.csv", seasonal_series(8, 60))
+    common = ["fit", "--csv", str(data), *TINY_FIT, "--no-peers", "--no-register"]
+    for extra, share, chosen_by in (
+        (["--theta-weight", "0.3"], 0.3, "given"),
+        (["--validate-only"], 0.0, "--validate-only: theta-grid scores shares"),
+    ):
+        out = tmp_path / extra[0]
+        assert main([*common, *extra, "--out", str(out)]) == 0
+        metadata = json.loads((out / "shop" / "metadata.json").read_text())
+        assert metadata["training"]["theta_share"] == {
+            "theta_weight": share,
+            "chosen_by": chosen_by,
+        }
+        assert metadata["model_config"]["theta_weight"] == share
+    for bad in ("1.5", "-0.1", "half"):
+        with pytest.raises(SystemExit):
+            main([*common, "--theta-weight", bad, "--out", str(tmp_path / "bad")])

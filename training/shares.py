@@ -1,0 +1,46 @@
+"""The Theta method's share of an ensemble's forecast, scored and chosen on a validation split.
+
+The share needs no training: the same members and Theta part are combined with each share
+of a grid (`EnsembleForecaster.theta_weight`) and every combination is scored on the
+validation targets. `fit --theta-weight auto` keeps the share with the lowest MASE;
+`theta-grid` prints the whole grid for a model written by `fit --validate-only`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from training.data import SeriesSet
+from training.model import EnsembleForecaster
+from training.report import evaluate
+from training.train import forecast
+
+# The shares `fit --theta-weight auto` tries: 0 (the LSTM members alone) to 1 (Theta alone).
+SHARE_GRID = tuple(round(0.1 * k, 1) for k in range(11))
+GRID_FIGURES = ("smape", "mase", "coverage_80")
+
+
+def score_shares(
+    model: EnsembleForecaster,
+    validation: SeriesSet,
+    shares: tuple[float, ...] | list[float],
+    max_history: int,
+    quantiles: list[float],
+) -> list[dict[str, float]]:
+    """sMAPE, MASE and 80% coverage of `validation` for each share, in the order given;
+    the model keeps the share it came with."""
+    own = model.theta_weight
+    rows: list[dict[str, Any]] = []
+    try:
+        for share in shares:
+            model.theta_weight = share
+            result = evaluate(validation, forecast(model, validation.train, max_history), quantiles)
+            rows.append({"theta_weight": share, **{k: result[k] for k in GRID_FIGURES}})
+    finally:
+        model.theta_weight = own
+    return rows
+
+
+def best_share(rows: list[dict[str, float]]) -> float:
+    """The share with the lowest validation MASE; the smaller share of a tie."""
+    return min(rows, key=lambda row: (row["mase"], row["theta_weight"]))["theta_weight"]
