@@ -451,10 +451,10 @@ def chosen_theta_share(
         return {"theta_weight": 0.0, "chosen_by": "--validate-only: theta-grid scores shares"}
     early = ensemble_of([result.early_model for _, result in runs], config).eval()
     rows = score_shares(early, validation, SHARE_GRID, max_history, list(config.quantiles))
-    share = best_share(rows)
-    scores = ", ".join(f"{row['theta_weight']:g}: {row['mase']:.3f}" for row in rows)
-    print(f"Theta share {share:g}: the lowest validation MASE of {len(rows)} shares ({scores})")
-    return {"theta_weight": share, "chosen_by": "lowest validation MASE", "grid": rows}
+    share, figure = best_share(rows)
+    scores = ", ".join(f"{row['theta_weight']:g}: {row[figure.lower()]:.3f}" for row in rows)
+    print(f"Theta share {share:g}: the lowest validation {figure} of {len(rows)} shares ({scores})")
+    return {"theta_weight": share, "chosen_by": f"lowest validation {figure}", "grid": rows}
 
 
 def run_fit(args: argparse.Namespace) -> None:

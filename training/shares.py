@@ -8,6 +8,7 @@ validation targets. `fit --theta-weight auto` keeps the share with the lowest MA
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from training.data import SeriesSet
@@ -18,6 +19,7 @@ from training.train import forecast
 # The shares `fit --theta-weight auto` tries: 0 (the LSTM members alone) to 1 (Theta alone).
 SHARE_GRID = tuple(round(0.1 * k, 1) for k in range(11))
 GRID_FIGURES = ("smape", "mase", "coverage_80")
+FIGURE_NAMES = {"mase": "MASE", "smape": "sMAPE"}
 
 
 def score_shares(
@@ -41,6 +43,11 @@ def score_shares(
     return rows
 
 
-def best_share(rows: list[dict[str, float]]) -> float:
-    """The share with the lowest validation MASE; the smaller share of a tie."""
-    return min(rows, key=lambda row: (row["mase"], row["theta_weight"]))["theta_weight"]
+def best_share(rows: list[dict[str, float]]) -> tuple[float, str]:
+    """The share with the lowest validation MASE, the smaller share of a tie; and the
+    figure it was chosen by. sMAPE stands in where no series has a MASE (every history
+    constant, so no in-sample scale)."""
+    figure = "mase" if any(math.isfinite(row["mase"]) for row in rows) else "smape"
+    scored = [row for row in rows if math.isfinite(row[figure])] or rows
+    best = min(scored, key=lambda row: (row[figure], row["theta_weight"]))
+    return best["theta_weight"], FIGURE_NAMES[figure]

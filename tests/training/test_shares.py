@@ -20,8 +20,19 @@ def test_the_best_share_has_the_lowest_mase_and_the_smaller_of_a_tie() -> None:
         {"theta_weight": 0.6, "mase": 1.1},
         {"theta_weight": 1.0, "mase": 1.3},
     ]
-    assert best_share(rows) == 0.3
-    assert best_share(rows[2:]) == 0.6
+    assert best_share(rows) == (0.3, "MASE")
+    assert best_share(rows[2:]) == (0.6, "MASE")
+
+
+def test_without_any_mase_the_share_is_chosen_by_smape() -> None:
+    # Every history constant: no in-sample scale, so no series has a MASE.
+    nan = float("nan")
+    rows = [
+        {"theta_weight": 0.0, "mase": nan, "smape": 0.3},
+        {"theta_weight": 0.5, "mase": nan, "smape": 0.1},
+        {"theta_weight": 1.0, "mase": nan, "smape": 0.2},
+    ]
+    assert best_share(rows) == (0.5, "sMAPE")
 
 
 def test_each_share_is_scored_as_that_combination_and_the_model_keeps_its_own() -> None:
