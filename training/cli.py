@@ -50,7 +50,7 @@ from training.report import (
     plot_samples,
     write_eval_json,
 )
-from training.shares import SHARE_GRID, best_share, score_shares
+from training.shares import SHARE_GRID, best_share, score_shares, share_set
 from training.splits import origin_split, validation_split
 from training.train import LOSS_SCALES, TrainConfig, TrainResult, fit, forecast
 
@@ -83,14 +83,17 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def theta_share(text: str) -> float | str:
-    """`--theta-weight`: "auto" or a share in [0, 1]."""
-    if text == "auto":
-        return text
+def theta_share(text: str) -> float:
+    """A Theta share given on the command line: a number in [0, 1]."""
     share = float(text)
     if not 0.0 <= share <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be auto or in [0, 1], got {text}")
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return share
+
+
+def theta_share_or_auto(text: str) -> float | str:
+    """`--theta-weight`: "auto" or a share in [0, 1]."""
+    return text if text == "auto" else theta_share(text)
 
 
 def default_lookback(horizon: int, season_length: int, longest: int) -> int:
@@ -168,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit_parser.add_argument(
         "--theta-weight",
-        type=theta_share,
+        type=theta_share_or_auto,
         default=DEFAULT_THETA_WEIGHT,
         help="the Theta method's share of the point forecast, 0 to 1 (0: the LSTMs alone), "
         "or auto: the share of 0, 0.1, ..., 1 with the lowest validation MASE, scored with "
@@ -292,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid_parser.add_argument("--model", type=Path, required=True, help="models/<name> folder")
     add_data_arguments(grid_parser)
     grid_parser.add_argument(
-        "--weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0]
+        "--weights", type=theta_share, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0]
     )
     grid_parser.add_argument("--origin", type=int, default=0, help="as fit --origin")
     grid_parser.add_argument("--out", type=Path, help="JSON file (default: print only)")
@@ -374,14 +377,10 @@ def scored(
 def combined_parts(model: Any, histories: list[np.ndarray], max_history: int) -> dict[str, Any]:
     """What an ensemble with a Theta share combines, each forecast alone (eager or scripted
     module): the LSTM members' combination (N, H, Q) and the Theta points (N, H)."""
-    weight = getattr(model, "theta_weight", 0.0)
-    if not weight:
+    if not getattr(model, "theta_weight", 0.0):
         return {}
-    model.theta_weight = 0.0
-    try:
+    with share_set(model, 0.0):
         lstm = forecast(model, histories, max_history)  # (N, H, Q)
-    finally:
-        model.theta_weight = weight
     return {"LSTM ensemble": lstm, "Theta": forecast(model.theta, histories, max_history)}
 
 
@@ -637,9 +636,6 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
 
 def run_theta_grid(args: argparse.Namespace) -> None:
-    outside = [w for w in args.weights if not 0.0 <= w <= 1.0]
-    if outside:
-        raise ValueError(f"theta_weight must be in [0, 1], got {outside[0]}")
     scripted, metadata, series = exported_series(args, validation=True)
     min_history = metadata["min_history"]
     if args.origin:

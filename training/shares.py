@@ -9,6 +9,8 @@ validation targets. `fit --theta-weight auto` keeps the share with the lowest MA
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from training.data import SeriesSet
@@ -31,16 +33,24 @@ def score_shares(
 ) -> list[dict[str, float]]:
     """sMAPE, MASE and 80% coverage of `validation` for each share, in the order given;
     the model keeps the share it came with."""
-    own = model.theta_weight
     rows: list[dict[str, Any]] = []
-    try:
-        for share in shares:
-            model.theta_weight = share
+    for share in shares:
+        with share_set(model, share):
             result = evaluate(validation, forecast(model, validation.train, max_history), quantiles)
-            rows.append({"theta_weight": share, **{k: result[k] for k in GRID_FIGURES}})
+        rows.append({"theta_weight": share, **{k: result[k] for k in GRID_FIGURES}})
+    return rows
+
+
+@contextmanager
+def share_set(model: Any, share: float) -> Iterator[None]:
+    """`model` (an ensemble, eager or scripted) with this Theta share inside the block and
+    its own share again after it, however the block ends."""
+    own = model.theta_weight
+    model.theta_weight = share
+    try:
+        yield
     finally:
         model.theta_weight = own
-    return rows
 
 
 def best_share(rows: list[dict[str, float]]) -> tuple[float, str]:

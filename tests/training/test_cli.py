@@ -417,3 +417,5 @@ def test_a_given_theta_share_is_kept_and_validate_only_does_not_choose(tmp_path:
     for bad in ("1.5", "-0.1", "half"):
         with pytest.raises(SystemExit):
             main([*common, "--theta-weight", bad, "--out", str(tmp_path / "bad")])
+        with pytest.raises(SystemExit):
+            main(["theta-grid", "--model", str(tmp_path / "bad"), *common[1:7], "--weights", bad])
