@@ -52,6 +52,7 @@ from training.report import (
 )
 from training.shares import SHARE_GRID, best_share, score_shares, share_set
 from training.splits import origin_split, validation_split
+from training.theta import check_dynamic_span
 from training.train import LOSS_SCALES, TrainConfig, TrainResult, fit, forecast
 
 DEFAULT_OUT = Path("models")
@@ -94,6 +95,50 @@ def theta_share(text: str) -> float:
 def theta_share_or_auto(text: str) -> float | str:
     """`--theta-weight`: "auto" or a share in [0, 1]."""
     return text if text == "auto" else theta_share(text)
+
+
+class DynamicSpanAction(argparse.Action):
+    """`--theta-dynamic FROM FULL`, refused at parsing unless 0 <= FROM < FULL or both 0."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        try:
+            check_dynamic_span(*values)
+        except ValueError as error:
+            parser.error(f"{option}: {error}")
+        setattr(namespace, self.dest, tuple(values))
+
+
+def add_theta_dynamic_argument(
+    parser: argparse.ArgumentParser, default: tuple[int, int] | None
+) -> None:
+    parser.add_argument(
+        "--theta-dynamic",
+        type=int,
+        nargs=2,
+        action=DynamicSpanAction,
+        metavar=("FROM", "FULL"),
+        default=default,
+        help="blend the dynamic optimised Theta model into the Theta part, its share rising "
+        "from 0 at histories of FROM points to 1 at FULL points (0 0: the standard method "
+        "alone" + (")" if default is not None else "; default: the model's own)"),
+    )
+
+
+def positive(text: str) -> float:
+    value = float(text)
+    if not value > 0.0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def add_interval_scale_argument(parser: argparse.ArgumentParser, default: float | None) -> None:
+    parser.add_argument(
+        "--interval-scale",
+        type=positive,
+        default=default,
+        help="multiply every quantile's distance from the point forecast by this (1: the "
+        "members' own widths" + (")" if default is not None else "; default: the model's own)"),
+    )
 
 
 def default_lookback(horizon: int, season_length: int, longest: int) -> int:
@@ -178,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
         "the members before their refit (with --validate-only, auto is 0: score shares "
         "with theta-grid)",
     )
+    add_theta_dynamic_argument(fit_parser, default=(0, 0))
+    add_interval_scale_argument(fit_parser, default=1.0)
     fit_parser.add_argument(
         "--companions",
         action=argparse.BooleanOptionalAction,
@@ -298,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", type=theta_share, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0]
     )
     grid_parser.add_argument("--origin", type=int, default=0, help="as fit --origin")
+    add_theta_dynamic_argument(grid_parser, default=None)
+    add_interval_scale_argument(grid_parser, default=None)
     grid_parser.add_argument("--out", type=Path, help="JSON file (default: print only)")
 
     csv_parser = commands.add_parser(
@@ -530,6 +579,9 @@ def run_fit(args: argparse.Namespace) -> None:
         members=configs,
         combine=args.combine,
         theta_season_length=series.season_length,
+        theta_dynamic_from=args.theta_dynamic[0],
+        theta_dynamic_full=args.theta_dynamic[1],
+        interval_scale=args.interval_scale,
     )
     quantiles = list(ensemble_config.quantiles)
     theta_choice = chosen_theta_share(args, runs, ensemble_config, validation, max_history)
@@ -642,7 +694,12 @@ def run_theta_grid(args: argparse.Namespace) -> None:
         series = origin_split(series, args.origin, min_history)
     validation = validation_split(series, min_history)
     # Theta reads the data's season whatever share, if any, the model was exported with.
-    model = rebuild({**metadata["model_config"], "theta_season_length": metadata["season_length"]})
+    config = {**metadata["model_config"], "theta_season_length": metadata["season_length"]}
+    if args.theta_dynamic is not None:
+        config["theta_dynamic_from"], config["theta_dynamic_full"] = args.theta_dynamic
+    if args.interval_scale is not None:
+        config["interval_scale"] = args.interval_scale
+    model = rebuild(config)
     if not isinstance(model, EnsembleForecaster):
         raise ValueError(f"{args.model}: a single forecaster has no Theta share to score")
     model.load_state_dict(scripted.state_dict())

@@ -276,10 +276,20 @@ class EnsembleConfig:
     # Theta's season length and the most history it reads.
     theta_season_length: int = 1
     theta_lookback: int = DEFAULT_THETA_LOOKBACK
+    # History lengths over which the dynamic Theta model's share of the Theta part rises
+    # from 0 to 1 (training.theta); both 0: the standard Theta method alone.
+    theta_dynamic_from: int = 0
+    theta_dynamic_full: int = 0
+    # Every quantile's distance from the point forecast is multiplied by this, after the
+    # Theta move: a width calibrated on validation for a combination whose point forecast
+    # errs less than the members' own, whose widths it keeps. 1: the members' widths.
+    interval_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.theta_weight <= 1.0:
             raise ValueError(f"theta_weight must be in [0, 1], got {self.theta_weight}")
+        if not self.interval_scale > 0.0:
+            raise ValueError(f"interval_scale must be > 0, got {self.interval_scale}")
         self.members = [
             m if isinstance(m, ModelConfig) else ModelConfig.from_dict(m) for m in self.members
         ]
@@ -319,10 +329,10 @@ class EnsembleForecaster(nn.Module):
     """Several forecasters behind one `forward`: each quantile is the members' median or mean,
     moved, with a Theta share, towards the Theta method's point forecast.
 
-    Both rules are monotone in every member's output and the Theta move shifts every
-    quantile of a step alike, so quantiles that do not cross in any member do not cross in
-    the ensemble; equivariance to shift and positive scale carries over from the members
-    and from Theta.
+    Both rules are monotone in every member's output, the Theta move shifts every quantile
+    of a step alike and a positive interval scale keeps their order, so quantiles that do
+    not cross in any member do not cross in the ensemble; equivariance to shift and
+    positive scale carries over from the members and from Theta.
     """
 
     def __init__(
@@ -332,6 +342,9 @@ class EnsembleForecaster(nn.Module):
         theta_weight: float = 0.0,
         theta_season_length: int = 1,
         theta_lookback: int = DEFAULT_THETA_LOOKBACK,
+        theta_dynamic_from: int = 0,
+        theta_dynamic_full: int = 0,
+        interval_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if combine not in COMBINE_RULES:
@@ -339,6 +352,7 @@ class EnsembleForecaster(nn.Module):
         self.members = nn.ModuleList(members)
         self.use_median = combine == "median"
         self.theta_weight = theta_weight
+        self.interval_scale = interval_scale
         self.point_index = members[0].point_index
         self.theta = ThetaForecaster(
             members[0].horizon,
@@ -346,6 +360,8 @@ class EnsembleForecaster(nn.Module):
             theta_lookback,
             RELATIVE_SCALE_FLOOR,
             ABSOLUTE_SCALE_FLOOR,
+            theta_dynamic_from,
+            theta_dynamic_full,
         )
 
     def forward(self, values: Tensor, lengths: Tensor) -> Tensor:
@@ -361,6 +377,9 @@ class EnsembleForecaster(nn.Module):
             theta = self.theta(values, lengths)  # (B, horizon)
             move = self.theta_weight * (theta - combined[:, :, self.point_index])  # (B, horizon)
             combined = combined + move.unsqueeze(2)  # (B, horizon, Q)
+        if self.interval_scale != 1.0:
+            point = combined[:, :, self.point_index : self.point_index + 1]  # (B, horizon, 1)
+            combined = point + self.interval_scale * (combined - point)  # (B, horizon, Q)
         return combined
 
 
@@ -394,4 +413,7 @@ def ensemble_of(members: list[StackedLSTMForecaster], config: EnsembleConfig) ->
         config.theta_weight,
         config.theta_season_length,
         config.theta_lookback,
+        config.theta_dynamic_from,
+        config.theta_dynamic_full,
+        config.interval_scale,
     )

@@ -14,6 +14,16 @@ Hyndman & Billah 2003), computed for a whole right-padded batch at once:
 4. forecast = smoothed level + slope / 2 * (h - 1 + 1/alpha - (1 - alpha)^n / alpha),
    seasonal index added back.
 
+With `dynamic_from < dynamic_full`, the dynamic optimised Theta model (Fiorucci et al.
+2016, statsforecast's DOTM) is blended in as histories lengthen: its trend line is
+refitted by least squares at every step, its theta and smoothing weight are chosen per
+series by the one-step in-sample error over a grid (the same soft minimum), and its
+forecast feeds itself forward. Its share of a history of n points rises from 0 at
+`dynamic_from` points to 1 at `dynamic_full`: on short histories its two fitted
+parameters overfit and the standard method forecasts better. The model's A_n (1-a)^t
+term does not follow a shift of the history, so it runs, like the rest, on the history
+measured from its last value: the forecast stays equivariant.
+
 Every step is linear in the history or invariant to its shift and positive scale, and
 the history is normalised (masked.location_scale) before and restored after, so the
 forecast of `a * x + b` is `a * forecast(x) + b` as it is for the LSTM members.
@@ -29,12 +39,28 @@ from training.masked import last_points, least_squares_slope, normalise, observe
 
 # Smoothing weights tried for every series.
 ALPHAS = tuple(round(0.05 * k, 2) for k in range(1, 21))
+# The dynamic model's trend-line weights w = 1 - 1/theta tried for every series: theta
+# from 1 (no trend) to 20.
+TREND_WEIGHTS = tuple(round(0.05 * k, 2) for k in range(20))
+# The dynamic model's in-sample errors count from this step on: its first steps forecast
+# from a trend line through one to three points (statsforecast's choice too).
+DYNAMIC_FIRST_ERROR = 3
 # Weights whose in-sample error is within about this fraction of the best one share.
 SOFT_MINIMUM = 0.01
 # The seasonal adjustment fades in as |acf at lag m| goes from the test's limit to this
 # fraction above it: a history on the edge of the test, rounded differently after a shift
 # or a scaling, must not be forecast two ways.
 SEASONAL_RAMP = 0.1
+
+
+def check_dynamic_span(dynamic_from: int, dynamic_full: int) -> None:
+    """The dynamic model's share rises from 0 at `dynamic_from` points to 1 at
+    `dynamic_full`: it needs 0 <= dynamic_from < dynamic_full, or both 0 (off)."""
+    if (dynamic_from, dynamic_full) != (0, 0) and not 0 <= dynamic_from < dynamic_full:
+        raise ValueError(
+            "the dynamic Theta model's share needs 0 <= FROM < FULL (or both 0: the "
+            f"standard method alone), got FROM {dynamic_from} and FULL {dynamic_full}"
+        )
 
 
 class ThetaForecaster(nn.Module):
@@ -47,10 +73,13 @@ class ThetaForecaster(nn.Module):
         lookback: int,
         relative_floor: float,
         absolute_floor: float,
+        dynamic_from: int = 0,
+        dynamic_full: int = 0,
     ) -> None:
         super().__init__()
         if lookback < 1:
             raise ValueError(f"theta lookback must be >= 1, got {lookback}")
+        check_dynamic_span(dynamic_from, dynamic_full)
         self.horizon = horizon
         self.season_length = season_length
         # Reads each history's last `lookback` points: smoothing costs grow with its square.
@@ -61,6 +90,11 @@ class ThetaForecaster(nn.Module):
         self.critical = SEASONALITY_CRITICAL_VALUE
         self.soft_minimum = SOFT_MINIMUM
         self.seasonal_ramp = SEASONAL_RAMP
+        self.trend_weights = list(TREND_WEIGHTS)
+        self.first_error = DYNAMIC_FIRST_ERROR
+        # History lengths where the dynamic model's share starts to rise and reaches 1.
+        self.dynamic_from = dynamic_from
+        self.dynamic_full = dynamic_full
 
     def forward(self, values: Tensor, lengths: Tensor) -> Tensor:
         values, lengths = last_points(values, lengths.to(values.device), self.lookback)
@@ -74,16 +108,16 @@ class ThetaForecaster(nn.Module):
         adjusted = torch.where(observed, x - seasonal, torch.zeros_like(x))  # (B, W)
 
         alphas = torch.tensor(self.alphas, dtype=x.dtype, device=x.device)  # (A,)
-        level, weight = self.smooth(adjusted, lengths, alphas)  # (B, A), (B, A)
-        first = torch.zeros_like(lengths)  # (B,)
-        slope = least_squares_slope(adjusted, first, lengths)  # (B,)
-        n = lengths.to(x.dtype).unsqueeze(1).unsqueeze(2)  # (B, 1, 1)
+        levels = self.levels(adjusted, alphas)  # (B, A, W)
+        adjusted_forecast = self.standard(adjusted, lengths, alphas, levels)  # (B, H)
+        if self.dynamic_full > 0:
+            dynamic = self.dynamic(adjusted, lengths, alphas, levels)  # (B, H)
+            span = float(self.dynamic_full - self.dynamic_from)
+            share = ((lengths.to(x.dtype) - self.dynamic_from) / span).clamp(0.0, 1.0)  # (B,)
+            adjusted_forecast = adjusted_forecast + share.unsqueeze(1) * (
+                dynamic - adjusted_forecast
+            )  # (B, H)
         steps = torch.arange(1, self.horizon + 1, device=x.device)  # (H,)
-        h = steps.to(x.dtype).view(1, 1, -1)  # (1, 1, H)
-        a = alphas.view(1, -1, 1)  # (1, A, 1)
-        damping = h - 1.0 + 1.0 / a - torch.pow(1.0 - a, n) / a  # (B, A, H)
-        per_alpha = level.unsqueeze(2) + 0.5 * slope.view(-1, 1, 1) * damping  # (B, A, H)
-        adjusted_forecast = (weight.unsqueeze(2) * per_alpha).sum(dim=1)  # (B, H)
         future_phase = (lengths.unsqueeze(1) - 1 + steps.unsqueeze(0)) % m  # (B, H)
         forecast = adjusted_forecast + indices.gather(1, future_phase)  # (B, H)
         return location.unsqueeze(1) + forecast * scale.unsqueeze(1)  # (B, H)
@@ -139,8 +173,8 @@ class ThetaForecaster(nn.Module):
         strength = ((at_m.abs() / limit - 1.0) / self.seasonal_ramp).clamp(min=0.0, max=1.0)
         return torch.where(variance > 0, strength, torch.zeros_like(strength))  # (B,)
 
-    def smooth(self, y: Tensor, lengths: Tensor, alphas: Tensor) -> tuple[Tensor, Tensor]:
-        """Final smoothed level per weight (B, A) and each weight's share (B, A).
+    def levels(self, y: Tensor, alphas: Tensor) -> Tensor:
+        """Smoothed level after each step for every weight, (B, A, W), starting at y_0.
 
         The level after step t is (1-a)^t y_0 + sum_{1<=j<=t} a (1-a)^(t-j) y_j: a causal
         convolution, so padding after a row's end never reaches the levels read before it.
@@ -152,13 +186,94 @@ class ThetaForecaster(nn.Module):
         later = torch.cat([torch.zeros_like(y[:, :1]), y[:, 1:]], dim=1)  # (B, W), y_0 out
         padded = nn.functional.pad(later.unsqueeze(1), [width - 1, 0])  # (B, 1, 2W-1)
         start = powers.unsqueeze(0) * y[:, :1].unsqueeze(2)  # (B, A, W), (1-a)^t y_0
-        levels = nn.functional.conv1d(padded, kernel) + start  # (B, A, W), level after step t
+        return nn.functional.conv1d(padded, kernel) + start  # (B, A, W)
+
+    def standard(self, y: Tensor, lengths: Tensor, alphas: Tensor, levels: Tensor) -> Tensor:
+        """The standard method's forecast of the adjusted history y (B, W), (B, H): each
+        weight's smoothed level plus half the least-squares drift, the weights shared by
+        their one-step in-sample errors."""
         # One-step errors y_t - level_{t-1} for t = 1 .. n-1.
         errors = y[:, 1:].unsqueeze(1) - levels[:, :, :-1]  # (B, A, W-1)
-        steps = torch.arange(1, width, device=y.device)  # (W-1,)
-        live = (steps.unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(1)  # (B, 1, W-1)
-        sse = torch.where(live, errors * errors, torch.zeros_like(errors)).sum(dim=2)  # (B, A)
-        best = sse.amin(dim=1, keepdim=True)  # (B, 1)
-        weight = torch.softmax(-(sse - best) / (self.soft_minimum * best + 1e-30), dim=1)  # (B, A)
+        weight = self.soft_minimum_weights(errors, lengths, 1)  # (B, A)
         end = (lengths - 1).view(-1, 1, 1).expand(-1, levels.shape[1], 1)  # (B, A, 1)
-        return levels.gather(2, end).squeeze(2), weight
+        level = levels.gather(2, end).squeeze(2)  # (B, A)
+        first = torch.zeros_like(lengths)  # (B,)
+        slope = least_squares_slope(y, first, lengths)  # (B,)
+        n = lengths.to(y.dtype).unsqueeze(1).unsqueeze(2)  # (B, 1, 1)
+        h = torch.arange(1, self.horizon + 1, device=y.device).to(y.dtype).view(1, 1, -1)
+        a = alphas.view(1, -1, 1)  # (1, A, 1)
+        damping = h - 1.0 + 1.0 / a - torch.pow(1.0 - a, n) / a  # (B, A, H)
+        per_alpha = level.unsqueeze(2) + 0.5 * slope.view(-1, 1, 1) * damping  # (B, A, H)
+        return (weight.unsqueeze(2) * per_alpha).sum(dim=1)  # (B, H)
+
+    def dynamic(self, y: Tensor, lengths: Tensor, alphas: Tensor, levels: Tensor) -> Tensor:
+        """The dynamic optimised Theta model's forecast of y (B, W), (B, H).
+
+        At step t the model predicts y_t as level_{t-1} + w * (A_{t-1} (1-a)^t +
+        B_{t-1} (1 - (1-a)^(t+1)) / a), with A_t, B_t the least-squares line through
+        y_0..y_t (time counted from 1), w = 1 - 1/theta. Beyond the history each forecast
+        is taken as the next observation, as statsforecast's recursion does.
+        """
+        batch, width = y.shape[0], y.shape[1]
+        time = torch.arange(width, dtype=y.dtype, device=y.device)  # (W,), t
+        count = time + 1.0  # (W,), points in y_0..y_t
+        sums = torch.cumsum(y, dim=1)  # (B, W)
+        mean = sums / count  # (B, W)
+        # Least-squares slope through (1, y_0) .. (t+1, y_t): the model's recursion for
+        # B_t, in closed form. 0 for a single point.
+        moments = torch.cumsum(y * count, dim=1) - 0.5 * (count + 1.0) * sums  # (B, W)
+        spread = count * (count * count - 1.0) / 12.0  # (W,)
+        slope = moments / spread.clamp(min=1.0)  # (B, W)
+        intercept = mean - 0.5 * slope * (time + 2.0)  # (B, W)
+
+        a = alphas.view(1, -1, 1, 1)  # (1, A, 1, 1)
+        w = torch.tensor(self.trend_weights, dtype=y.dtype, device=y.device).view(1, 1, -1, 1)
+        t = time[1:].view(1, 1, 1, -1)  # (1, 1, 1, W-1), the step predicted
+        line = (
+            intercept[:, :-1].view(batch, 1, 1, -1) * torch.pow(1.0 - a, t)
+            + slope[:, :-1].view(batch, 1, 1, -1) * (1.0 - torch.pow(1.0 - a, t + 1.0)) / a
+        )  # (B, A, 1, W-1)
+        predicted = levels[:, :, :-1].unsqueeze(2) + w * line  # (B, A, K, W-1)
+        errors = y[:, 1:].view(batch, 1, 1, -1) - predicted  # (B, A, K, W-1)
+        weight = self.soft_minimum_weights(
+            errors.flatten(1, 2), lengths, self.first_error
+        )  # (B, A*K)
+
+        # Carry each (weight, trend weight) pair's state forward from the row's last point.
+        last = (lengths - 1).view(-1, 1)  # (B, 1)
+        grid = (batch, alphas.shape[0], len(self.trend_weights))
+        level = levels.gather(2, last.unsqueeze(1).expand(-1, grid[1], 1))  # (B, A, 1)
+        level = level.expand(grid)  # (B, A, K)
+        mean_n = mean.gather(1, last).view(-1, 1, 1).expand(grid)  # (B, A, K)
+        slope_n = slope.gather(1, last).view(-1, 1, 1).expand(grid)  # (B, A, K)
+        intercept_n = intercept.gather(1, last).view(-1, 1, 1).expand(grid)  # (B, A, K)
+        a = alphas.view(1, -1, 1)  # (1, A, 1)
+        w = w.view(1, 1, -1)  # (1, 1, K)
+        step = lengths.to(y.dtype).view(-1, 1, 1)  # (B, 1, 1), the next step's t
+        forecasts: list[Tensor] = []
+        for _ in range(self.horizon):
+            decay = torch.pow(1.0 - a, step)  # (B, A, 1)
+            ahead = level + w * (
+                intercept_n * decay + slope_n * (1.0 - decay * (1.0 - a)) / a
+            )  # (B, A, K)
+            forecasts.append(ahead)
+            level = a * ahead + (1.0 - a) * level
+            slope_n = ((step - 1.0) * slope_n + 6.0 * (ahead - mean_n) / (step + 1.0)) / (
+                step + 2.0
+            )
+            mean_n = (step * mean_n + ahead) / (step + 1.0)
+            intercept_n = mean_n - 0.5 * slope_n * (step + 2.0)
+            step = step + 1.0
+        paths = torch.stack(forecasts, dim=3).flatten(1, 2)  # (B, A*K, H)
+        return (weight.unsqueeze(2) * paths).sum(dim=1)  # (B, H)
+
+    def soft_minimum_weights(self, errors: Tensor, lengths: Tensor, first: int) -> Tensor:
+        """Each candidate's share (B, C) from its one-step errors (B, C, W-1), error j
+        predicting step j + 1: a narrow soft minimum of the squared errors over steps
+        first .. n-1, so two near-equal candidates share instead of flipping."""
+        steps = torch.arange(1, errors.shape[2] + 1, device=errors.device)  # (W-1,)
+        live = (steps.unsqueeze(0) >= first) & (steps.unsqueeze(0) < lengths.unsqueeze(1))
+        squared = torch.where(live.unsqueeze(1), errors * errors, torch.zeros_like(errors))
+        sse = squared.sum(dim=2)  # (B, C)
+        best = sse.amin(dim=1, keepdim=True)  # (B, 1)
+        return torch.softmax(-(sse - best) / (self.soft_minimum * best + 1e-30), dim=1)

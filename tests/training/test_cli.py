@@ -419,3 +419,45 @@ def test_a_given_theta_share_is_kept_and_validate_only_does_not_choose(tmp_path:
             main([*common, "--theta-weight", bad, "--out", str(tmp_path / "bad")])
         with pytest.raises(SystemExit):
             main(["theta-grid", "--model", str(tmp_path / "bad"), *common[1:7], "--weights", bad])
+
+
+def test_the_dynamic_theta_and_interval_scale_are_exported_and_theta_grid_can_vary_them(
+    tmp_path: Path,
+) -> None:
+    """Guards against `--theta-dynamic` or `--interval-scale` lost between the command line
+    and the exported module, against a theta-grid that ignores its overrides, and against
+    bad values reaching a training run."""
+    data = write_csv(tmp_path / "shop.csv", seasonal_series(8, 60))
+    common = ["fit", "--csv", str(data), *TINY_FIT, "--no-peers", "--no-register"]
+    given = ["--theta-weight", "1", "--theta-dynamic", "4", "12", "--interval-scale", "0.5"]
+    out = tmp_path / "models"
+    assert main([*common, "--validate-only", *given, "--out", str(out)]) == 0
+    config = json.loads((out / "shop" / "metadata.json").read_text())["model_config"]
+    assert (config["theta_dynamic_from"], config["theta_dynamic_full"]) == (4, 12)
+    assert config["interval_scale"] == 0.5
+
+    grid = ["theta-grid", "--model", str(out / "shop"), *common[1:7], "--weights", "1"]
+
+    def scored(*extra: str) -> dict[str, float]:
+        assert main([*grid, *extra, "--out", str(tmp_path / "grid.json")]) == 0
+        return json.loads((tmp_path / "grid.json").read_text())["rows"][0]
+
+    own = scored()
+    own_validation = json.loads((out / "shop" / "validation.json").read_text())
+    assert own["mase"] == pytest.approx(own_validation["mase"], rel=1e-9)
+    assert own["coverage_80"] == pytest.approx(own_validation["coverage_80"], rel=1e-9)
+    wider = scored("--interval-scale", "2")
+    assert wider["mase"] == own["mase"] and wider["coverage_80"] > own["coverage_80"]
+    standard = scored("--theta-dynamic", "0", "0")
+    assert standard["mase"] != own["mase"]
+
+    refused = (
+        ["--theta-dynamic", "12", "4"],
+        ["--interval-scale", "0"],
+        ["--interval-scale", "-1"],
+    )
+    for bad in refused:
+        with pytest.raises(SystemExit):
+            main([*common, *bad, "--out", str(tmp_path / "bad")])
+        with pytest.raises(SystemExit):
+            main([*grid, *bad])
