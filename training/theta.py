@@ -194,7 +194,9 @@ class ThetaForecaster(nn.Module):
         their one-step in-sample errors."""
         # One-step errors y_t - level_{t-1} for t = 1 .. n-1.
         errors = y[:, 1:].unsqueeze(1) - levels[:, :, :-1]  # (B, A, W-1)
-        weight = self.soft_minimum_weights(errors, lengths, 1)  # (B, A)
+        live = live_steps(errors.shape[2], lengths, 1).unsqueeze(1)  # (B, 1, W-1)
+        sse = torch.where(live, errors * errors, torch.zeros_like(errors)).sum(dim=2)  # (B, A)
+        weight = self.soft_minimum_weights(sse)  # (B, A)
         end = (lengths - 1).view(-1, 1, 1).expand(-1, levels.shape[1], 1)  # (B, A, 1)
         level = levels.gather(2, end).squeeze(2)  # (B, A)
         first = torch.zeros_like(lengths)  # (B,)
@@ -226,18 +228,26 @@ class ThetaForecaster(nn.Module):
         slope = moments / spread.clamp(min=1.0)  # (B, W)
         intercept = mean - 0.5 * slope * (time + 2.0)  # (B, W)
 
-        a = alphas.view(1, -1, 1, 1)  # (1, A, 1, 1)
-        w = torch.tensor(self.trend_weights, dtype=y.dtype, device=y.device).view(1, 1, -1, 1)
-        t = time[1:].view(1, 1, 1, -1)  # (1, 1, 1, W-1), the step predicted
+        a = alphas.view(1, -1, 1)  # (1, A, 1)
+        t = time[1:].view(1, 1, -1)  # (1, 1, W-1), the step predicted
         line = (
-            intercept[:, :-1].view(batch, 1, 1, -1) * torch.pow(1.0 - a, t)
-            + slope[:, :-1].view(batch, 1, 1, -1) * (1.0 - torch.pow(1.0 - a, t + 1.0)) / a
-        )  # (B, A, 1, W-1)
-        predicted = levels[:, :, :-1].unsqueeze(2) + w * line  # (B, A, K, W-1)
-        errors = y[:, 1:].view(batch, 1, 1, -1) - predicted  # (B, A, K, W-1)
-        weight = self.soft_minimum_weights(
-            errors.flatten(1, 2), lengths, self.first_error
-        )  # (B, A*K)
+            intercept[:, :-1].unsqueeze(1) * torch.pow(1.0 - a, t)
+            + slope[:, :-1].unsqueeze(1) * (1.0 - torch.pow(1.0 - a, t + 1.0)) / a
+        )  # (B, A, W-1)
+        # The error of pair (a, w) at step t is residual - w * line: its sum of squares over
+        # the live steps expands into three sums per weight, so the (B, A, K, W) errors
+        # are never formed. Summed in float64: the expansion cancels where a pair fits well.
+        residual = y[:, 1:].unsqueeze(1) - levels[:, :, :-1]  # (B, A, W-1)
+        live = live_steps(residual.shape[2], lengths, self.first_error).unsqueeze(1)
+        residual = torch.where(live, residual, torch.zeros_like(residual)).double()
+        line = torch.where(live, line, torch.zeros_like(line)).double()  # (B, A, W-1)
+        w = torch.tensor(self.trend_weights, dtype=torch.float64, device=y.device)  # (K,)
+        sse = (
+            (residual * residual).sum(dim=2).unsqueeze(2)
+            - 2.0 * w * (residual * line).sum(dim=2).unsqueeze(2)
+            + w * w * (line * line).sum(dim=2).unsqueeze(2)
+        ).clamp(min=0.0)  # (B, A, K)
+        weight = self.soft_minimum_weights(sse.flatten(1)).to(y.dtype)  # (B, A*K)
 
         # Carry each (weight, trend weight) pair's state forward from the row's last point.
         last = (lengths - 1).view(-1, 1)  # (B, 1)
@@ -247,8 +257,7 @@ class ThetaForecaster(nn.Module):
         mean_n = mean.gather(1, last).view(-1, 1, 1).expand(grid)  # (B, A, K)
         slope_n = slope.gather(1, last).view(-1, 1, 1).expand(grid)  # (B, A, K)
         intercept_n = intercept.gather(1, last).view(-1, 1, 1).expand(grid)  # (B, A, K)
-        a = alphas.view(1, -1, 1)  # (1, A, 1)
-        w = w.view(1, 1, -1)  # (1, 1, K)
+        w = w.to(y.dtype).view(1, 1, -1)  # (1, 1, K)
         step = lengths.to(y.dtype).view(-1, 1, 1)  # (B, 1, 1), the next step's t
         forecasts: list[Tensor] = []
         for _ in range(self.horizon):
@@ -267,13 +276,16 @@ class ThetaForecaster(nn.Module):
         paths = torch.stack(forecasts, dim=3).flatten(1, 2)  # (B, A*K, H)
         return (weight.unsqueeze(2) * paths).sum(dim=1)  # (B, H)
 
-    def soft_minimum_weights(self, errors: Tensor, lengths: Tensor, first: int) -> Tensor:
-        """Each candidate's share (B, C) from its one-step errors (B, C, W-1), error j
-        predicting step j + 1: a narrow soft minimum of the squared errors over steps
-        first .. n-1, so two near-equal candidates share instead of flipping."""
-        steps = torch.arange(1, errors.shape[2] + 1, device=errors.device)  # (W-1,)
-        live = (steps.unsqueeze(0) >= first) & (steps.unsqueeze(0) < lengths.unsqueeze(1))
-        squared = torch.where(live.unsqueeze(1), errors * errors, torch.zeros_like(errors))
-        sse = squared.sum(dim=2)  # (B, C)
+    def soft_minimum_weights(self, sse: Tensor) -> Tensor:
+        """Each candidate's share (B, C) from its in-sample sum of squared one-step errors
+        (B, C): a narrow soft minimum, so two near-equal candidates share instead of
+        flipping."""
         best = sse.amin(dim=1, keepdim=True)  # (B, 1)
         return torch.softmax(-(sse - best) / (self.soft_minimum * best + 1e-30), dim=1)
+
+
+def live_steps(steps: int, lengths: Tensor, first: int) -> Tensor:
+    """(B, steps) bool: True where step j + 1 (column j) lies in first .. lengths - 1, the
+    steps a one-step in-sample error is counted at."""
+    step = torch.arange(1, steps + 1, device=lengths.device)  # (steps,)
+    return (step.unsqueeze(0) >= first) & (step.unsqueeze(0) < lengths.unsqueeze(1))
