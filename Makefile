@@ -37,15 +37,17 @@ format: setup
 # narrows its interval to the width that covers 80% over its validation origins: each
 # helped there alone on validation (same file).
 # Each gets the in-module Theta method's share chosen over nested validation origins
-# (same file; 0 for m3-other), not fit's own one-origin choice (--theta-weight auto).
+# (same file; 0 for m3-other) and its interval scale given (1, the members' own widths,
+# except yearly's), not fit's own one-origin choices (--theta-weight auto,
+# --interval-scale auto).
 train: setup
 	for dataset in $(or $(DATASET),m3-monthly m3-quarterly m3-yearly m3-other); do \
 		case $$dataset in \
-			m3-monthly) flags="--theta-weight 0.5";; \
-			m3-quarterly) flags="--theta-weight 0.25";; \
+			m3-monthly) flags="--theta-weight 0.5 --interval-scale 1";; \
+			m3-quarterly) flags="--theta-weight 0.25 --interval-scale 1";; \
 			m3-yearly) flags="--trend-base --theta-dynamic 4 12 --theta-weight 0.6 \
 				--interval-scale 0.95";; \
-			m3-other) flags="--no-refit --theta-weight 0";; \
+			m3-other) flags="--no-refit --theta-weight 0 --interval-scale 1";; \
 			*) flags=;; \
 		esac; \
 		$(BIN)/python -m training fit --dataset $$dataset $$flags || exit 1; \

@@ -8,6 +8,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -50,10 +51,26 @@ from training.report import (
     plot_samples,
     write_eval_json,
 )
-from training.shares import SHARE_GRID, best_share, score_shares, share_set
+from training.shares import (
+    SCALE_GRID,
+    SHARE_GRID,
+    best_interval_scale,
+    best_share,
+    score_grid,
+    score_shares,
+    setting_set,
+    share_set,
+)
 from training.splits import origin_split, validation_split
 from training.theta import check_dynamic_span
-from training.train import LOSS_SCALES, TrainConfig, TrainResult, fit, forecast
+from training.train import (
+    FORECAST_BATCH,
+    LOSS_SCALES,
+    TrainConfig,
+    TrainResult,
+    fit,
+    forecast,
+)
 
 DEFAULT_OUT = Path("models")
 # Defaults chosen on the M3 validation splits (docs/EXPERIMENTS.md).
@@ -131,14 +148,9 @@ def positive(text: str) -> float:
     return value
 
 
-def add_interval_scale_argument(parser: argparse.ArgumentParser, default: float | None) -> None:
-    parser.add_argument(
-        "--interval-scale",
-        type=positive,
-        default=default,
-        help="multiply every quantile's distance from the point forecast by this (1: the "
-        "members' own widths" + (")" if default is not None else "; default: the model's own)"),
-    )
+def positive_or_auto(text: str) -> float | str:
+    """`fit --interval-scale`: "auto" or a number above 0."""
+    return text if text == "auto" else positive(text)
 
 
 def default_lookback(horizon: int, season_length: int, longest: int) -> int:
@@ -224,7 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
         "with theta-grid)",
     )
     add_theta_dynamic_argument(fit_parser, default=(0, 0))
-    add_interval_scale_argument(fit_parser, default=1.0)
+    fit_parser.add_argument(
+        "--interval-scale",
+        type=positive_or_auto,
+        default="auto",
+        help="multiply every quantile's distance from the point forecast by this (1: the "
+        "members' own widths), or auto: the factor of 0.5, 0.55, ..., 2 whose 80%% interval "
+        "covers the validation targets nearest 80%%, scored with the members before their "
+        "refit at the exported Theta share (with --validate-only, auto is 1)",
+    )
     fit_parser.add_argument(
         "--companions",
         action=argparse.BooleanOptionalAction,
@@ -346,7 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grid_parser.add_argument("--origin", type=int, default=0, help="as fit --origin")
     add_theta_dynamic_argument(grid_parser, default=None)
-    add_interval_scale_argument(grid_parser, default=None)
+    grid_parser.add_argument(
+        "--interval-scale",
+        type=positive,
+        help="multiply every quantile's distance from the point forecast by this "
+        "(default: the model's own)",
+    )
     grid_parser.add_argument("--out", type=Path, help="JSON file (default: print only)")
 
     csv_parser = commands.add_parser(
@@ -406,6 +431,10 @@ def load_series(
     return load_csv(args.csv, args.horizon, args.season_length, min_train), min_history
 
 
+# Calls before our forward pass is timed, on the first batch of the series scored.
+WARM_UP_CALLS = 2
+
+
 def scored(
     series: SeriesSet,
     model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -414,6 +443,9 @@ def scored(
     peers: bool,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """The model's forecasts of `series` and their evaluation beside peers and baselines."""
+    # Untimed: a TorchScript module profiles and optimises itself on its first calls.
+    for _ in range(WARM_UP_CALLS):
+        forecast(model, series.train[:FORECAST_BATCH], max_history)
     started = time.process_time()
     forecasts = forecast(model, series.train, max_history)  # (N, H, Q)
     cpu_ms = 1000.0 * (time.process_time() - started) / len(series)
@@ -425,10 +457,17 @@ def scored(
 
 def combined_parts(model: Any, histories: list[np.ndarray], max_history: int) -> dict[str, Any]:
     """What an ensemble with a Theta share combines, each forecast alone (eager or scripted
-    module): the LSTM members' combination (N, H, Q) and the Theta points (N, H)."""
+    module): the LSTM members' combination (N, H, Q), at their own widths, and the Theta
+    points (N, H)."""
     if not getattr(model, "theta_weight", 0.0):
         return {}
-    with share_set(model, 0.0):
+    # Modules exported before the interval scale existed have none (their widths are 1).
+    own_widths = (
+        setting_set(model, "interval_scale", 1.0)
+        if hasattr(model, "interval_scale")
+        else nullcontext()
+    )
+    with share_set(model, 0.0), own_widths:
         lstm = forecast(model, histories, max_history)  # (N, H, Q)
     return {"LSTM ensemble": lstm, "Theta": forecast(model.theta, histories, max_history)}
 
@@ -481,6 +520,21 @@ def companion_series(args: argparse.Namespace) -> tuple[list[np.ndarray], dict[s
     return kept, facts
 
 
+def early_grid(
+    runs: list[tuple[TrainConfig, TrainResult]],
+    config: EnsembleConfig,
+    setting: str,
+    values: tuple[float, ...],
+    validation: SeriesSet,
+    max_history: int,
+) -> list[dict[str, float]]:
+    """The validation figures of the ensemble `config` describes with each value of
+    `setting`, its members as early stopping left them: the refitted ones have trained
+    on the validation targets."""
+    early = ensemble_of([result.early_model for _, result in runs], config).eval()
+    return score_grid(early, setting, values, validation, max_history, list(config.quantiles))
+
+
 def chosen_theta_share(
     args: argparse.Namespace,
     runs: list[tuple[TrainConfig, TrainResult]],
@@ -489,20 +543,46 @@ def chosen_theta_share(
     max_history: int,
 ) -> dict[str, Any]:
     """The Theta share `fit` exports, how it was chosen and, for `auto`, each share's
-    validation figures. The members before their refit are scored: the refitted ones
-    have trained on the validation targets."""
+    validation figures (`early_grid`)."""
     if args.theta_weight != "auto":
         return {"theta_weight": args.theta_weight, "chosen_by": "given"}
     if args.validate_only:
         # Choosing here would read the very targets this run is to be judged on.
         print("Theta share 0 (--validate-only: score each share with theta-grid)")
         return {"theta_weight": 0.0, "chosen_by": "--validate-only: theta-grid scores shares"}
-    early = ensemble_of([result.early_model for _, result in runs], config).eval()
-    rows = score_shares(early, validation, SHARE_GRID, max_history, list(config.quantiles))
+    rows = early_grid(runs, config, "theta_weight", SHARE_GRID, validation, max_history)
     share, figure = best_share(rows)
     scores = ", ".join(f"{row['theta_weight']:g}: {row[figure.lower()]:.3f}" for row in rows)
     print(f"Theta share {share:g}: the lowest validation {figure} of {len(rows)} shares ({scores})")
     return {"theta_weight": share, "chosen_by": f"lowest validation {figure}", "grid": rows}
+
+
+def chosen_interval_scale(
+    args: argparse.Namespace,
+    runs: list[tuple[TrainConfig, TrainResult]],
+    config: EnsembleConfig,
+    validation: SeriesSet,
+    max_history: int,
+) -> dict[str, Any]:
+    """The interval scale `fit` exports, how it was chosen and, for `auto`, each scale's
+    validation figures: as `chosen_theta_share`, at the share already chosen."""
+    if args.interval_scale != "auto":
+        return {"interval_scale": args.interval_scale, "chosen_by": "given"}
+    if args.validate_only:
+        print("interval scale 1 (--validate-only: score scales with theta-grid)")
+        return {"interval_scale": 1.0, "chosen_by": "--validate-only: theta-grid scores scales"}
+    rows = early_grid(runs, config, "interval_scale", SCALE_GRID, validation, max_history)
+    scale = best_interval_scale(rows)
+    if scale is None:
+        print("interval scale 1: the quantiles hold no 80% interval to calibrate")
+        return {"interval_scale": 1.0, "chosen_by": "no 80% interval (quantiles 0.1, 0.9)"}
+    coverage = next(row["coverage_80"] for row in rows if row["interval_scale"] == scale)
+    own = next(row["coverage_80"] for row in rows if row["interval_scale"] == 1.0)
+    print(
+        f"interval scale {scale:g}: its 80% interval covers {100 * coverage:.1f}% of the "
+        f"validation targets, the members' own widths {100 * own:.1f}%"
+    )
+    return {"interval_scale": scale, "chosen_by": "80% coverage nearest 80%", "grid": rows}
 
 
 def run_fit(args: argparse.Namespace) -> None:
@@ -581,11 +661,12 @@ def run_fit(args: argparse.Namespace) -> None:
         theta_season_length=series.season_length,
         theta_dynamic_from=args.theta_dynamic[0],
         theta_dynamic_full=args.theta_dynamic[1],
-        interval_scale=args.interval_scale,
     )
     quantiles = list(ensemble_config.quantiles)
     theta_choice = chosen_theta_share(args, runs, ensemble_config, validation, max_history)
     ensemble_config = replace(ensemble_config, theta_weight=theta_choice["theta_weight"])
+    scale_choice = chosen_interval_scale(args, runs, ensemble_config, validation, max_history)
+    ensemble_config = replace(ensemble_config, interval_scale=scale_choice["interval_scale"])
     ensemble = ensemble_of(members, ensemble_config).eval()
 
     val_result, _ = scored(validation, ensemble, max_history, quantiles, not args.no_peers)
@@ -636,6 +717,7 @@ def run_fit(args: argparse.Namespace) -> None:
         "train_seconds": round(sum(result.seconds for _, result in runs), 1),
         "threads": torch.get_num_threads(),
         "theta_share": theta_choice,
+        "interval_scale": scale_choice,
         "validation": {
             key: val_result[key] for key in ("smape", "mase", "coverage_80", "peers", "baselines")
         },

@@ -1,16 +1,20 @@
-"""The Theta method's share of an ensemble's forecast, scored and chosen on a validation split.
+"""How an ensemble's parts are combined, scored and chosen on a validation split: the
+Theta method's share of the forecast and the interval's width.
 
-The share needs no training: the same members and Theta part are combined with each share
-of a grid (`EnsembleForecaster.theta_weight`) and every combination is scored on the
+Neither needs training: the same members and Theta part are combined with each share of
+a grid (`EnsembleForecaster.theta_weight`) and every combination is scored on the
 validation targets. `fit --theta-weight auto` keeps the share with the lowest MASE;
-`theta-grid` prints the whole grid for a model written by `fit --validate-only`.
+`theta-grid` prints the whole grid for a model written by `fit --validate-only`. Then
+`fit --interval-scale auto` scales every quantile's distance from the point forecast
+(`EnsembleForecaster.interval_scale`) by the factor of a grid whose 80% interval covers
+the validation targets nearest 80%.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from training.data import SeriesSet
@@ -20,6 +24,9 @@ from training.train import forecast
 
 # The shares `fit --theta-weight auto` tries: 0 (the LSTM members alone) to 1 (Theta alone).
 SHARE_GRID = tuple(round(0.1 * k, 1) for k in range(11))
+# The interval scales `fit --interval-scale auto` tries: half to twice the members' widths.
+SCALE_GRID = tuple(round(0.05 * k, 2) for k in range(10, 41))
+TARGET_COVERAGE = 0.8
 GRID_FIGURES = ("smape", "mase", "coverage_80")
 FIGURE_NAMES = {"mase": "MASE", "smape": "sMAPE"}
 
@@ -33,24 +40,41 @@ def score_shares(
 ) -> list[dict[str, float]]:
     """sMAPE, MASE and 80% coverage of `validation` for each share, in the order given;
     the model keeps the share it came with."""
+    return score_grid(model, "theta_weight", shares, validation, max_history, quantiles)
+
+
+def score_grid(
+    model: EnsembleForecaster,
+    setting: str,
+    values: tuple[float, ...] | list[float],
+    validation: SeriesSet,
+    max_history: int,
+    quantiles: list[float],
+) -> list[dict[str, float]]:
+    """The validation figures with the model's `setting` at each value, in the order given."""
     rows: list[dict[str, Any]] = []
-    for share in shares:
-        with share_set(model, share):
+    for value in values:
+        with setting_set(model, setting, value):
             result = evaluate(validation, forecast(model, validation.train, max_history), quantiles)
-        rows.append({"theta_weight": share, **{k: result[k] for k in GRID_FIGURES}})
+        rows.append({setting: value, **{k: result[k] for k in GRID_FIGURES}})
     return rows
 
 
+def share_set(model: Any, share: float) -> AbstractContextManager[None]:
+    """`model` (an ensemble, eager or scripted) with this Theta share inside the block."""
+    return setting_set(model, "theta_weight", share)
+
+
 @contextmanager
-def share_set(model: Any, share: float) -> Iterator[None]:
-    """`model` (an ensemble, eager or scripted) with this Theta share inside the block and
-    its own share again after it, however the block ends."""
-    own = model.theta_weight
-    model.theta_weight = share
+def setting_set(model: Any, setting: str, value: float) -> Iterator[None]:
+    """`model` with its attribute `setting` at `value` inside the block and its own value
+    again after it, however the block ends."""
+    own = getattr(model, setting)
+    setattr(model, setting, value)
     try:
         yield
     finally:
-        model.theta_weight = own
+        setattr(model, setting, own)
 
 
 def best_share(rows: list[dict[str, float]]) -> tuple[float, str]:
@@ -61,3 +85,16 @@ def best_share(rows: list[dict[str, float]]) -> tuple[float, str]:
     scored = [row for row in rows if math.isfinite(row[figure])] or rows
     best = min(scored, key=lambda row: (row[figure], row["theta_weight"]))
     return best["theta_weight"], FIGURE_NAMES[figure]
+
+
+def best_interval_scale(rows: list[dict[str, float]]) -> float | None:
+    """The scale whose 80% coverage is nearest 80%, the one nearer 1 of a tie; None where
+    the model has no 80% interval (its quantiles lack 0.1 or 0.9)."""
+    scored = [row for row in rows if row["coverage_80"] is not None]
+    if not scored:
+        return None
+    best = min(
+        scored,
+        key=lambda row: (abs(row["coverage_80"] - TARGET_COVERAGE), abs(row["interval_scale"] - 1)),
+    )
+    return best["interval_scale"]

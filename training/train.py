@@ -366,11 +366,15 @@ def _run_epochs(
     )
 
 
+# Series per forward pass when forecasting a whole set.
+FORECAST_BATCH = 512
+
+
 def forecast(
     model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     histories: list[np.ndarray],
     max_history: int,
-    batch_size: int = 512,
+    batch_size: int = FORECAST_BATCH,
 ) -> np.ndarray:
     """Quantile forecasts (N, H, Q) for histories, each cut to its last max_history points.
 

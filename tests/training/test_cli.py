@@ -14,9 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from training.cli import main
+from training.cli import combined_parts, main
+from training.data import load_m3
+from training.export import load_exported
 from training.metrics import smape
 from training.model import ABSOLUTE_SCALE_FLOOR, RELATIVE_SCALE_FLOOR, ModelConfig
+from training.shares import SCALE_GRID, share_set
 from training.theta import ThetaForecaster
 from training.train import TrainConfig, fit, forecast
 from training.windows import pad_right
@@ -394,26 +397,47 @@ def test_fit_chooses_the_theta_share_on_the_members_before_their_refit(tmp_path:
     assert facts["--refit"]["model_config"]["theta_weight"] == best["theta_weight"]
     assert facts["--no-refit"]["training"]["theta_share"] == choice
 
-    # Without a refit the exported model is the one the grid scored.
+    # The interval scale (--interval-scale auto, the default too) the same way, at that
+    # share: the grid's scale whose 80% coverage is nearest 80%, the one nearer 1 of a tie.
+    widths = facts["--refit"]["training"]["interval_scale"]
+    assert widths["chosen_by"] == "80% coverage nearest 80%"
+    assert [row["interval_scale"] for row in widths["grid"]] == list(SCALE_GRID)
+    nearest = min(
+        widths["grid"],
+        key=lambda row: (abs(row["coverage_80"] - 0.8), abs(row["interval_scale"] - 1)),
+    )
+    assert widths["interval_scale"] == nearest["interval_scale"]
+    assert facts["--refit"]["model_config"]["interval_scale"] == nearest["interval_scale"]
+    assert facts["--no-refit"]["training"]["interval_scale"] == widths
+    coverages = {row["coverage_80"] for row in widths["grid"]}
+    assert len(coverages) > 1  # the scales do move the interval
+
+    # Without a refit the exported model is the one the grids scored.
     validation = json.loads((tmp_path / "--no-refit" / "shop" / "validation.json").read_text())
     assert validation["mase"] == pytest.approx(best["mase"], rel=1e-6)
+    assert validation["coverage_80"] == pytest.approx(nearest["coverage_80"], rel=1e-9)
 
 
 def test_a_given_theta_share_is_kept_and_validate_only_does_not_choose(tmp_path: Path) -> None:
     data = write_csv(tmp_path / "shop.csv", seasonal_series(8, 60))
     common = ["fit", "--csv", str(data), *TINY_FIT, "--no-peers", "--no-register"]
-    for extra, share, chosen_by in (
-        (["--theta-weight", "0.3"], 0.3, "given"),
-        (["--validate-only"], 0.0, "--validate-only: theta-grid scores shares"),
+    for extra, share, scale, chosen_by in (
+        (["--theta-weight", "0.3", "--interval-scale", "0.7"], 0.3, 0.7, "given"),
+        (["--validate-only"], 0.0, 1.0, "--validate-only: theta-grid scores"),
     ):
         out = tmp_path / extra[0]
         assert main([*common, *extra, "--out", str(out)]) == 0
         metadata = json.loads((out / "shop" / "metadata.json").read_text())
         assert metadata["training"]["theta_share"] == {
             "theta_weight": share,
-            "chosen_by": chosen_by,
+            "chosen_by": chosen_by + (" shares" if chosen_by != "given" else ""),
+        }
+        assert metadata["training"]["interval_scale"] == {
+            "interval_scale": scale,
+            "chosen_by": chosen_by + (" scales" if chosen_by != "given" else ""),
         }
         assert metadata["model_config"]["theta_weight"] == share
+        assert metadata["model_config"]["interval_scale"] == scale
     for bad in ("1.5", "-0.1", "half"):
         with pytest.raises(SystemExit):
             main([*common, "--theta-weight", bad, "--out", str(tmp_path / "bad")])
@@ -455,9 +479,31 @@ def test_the_dynamic_theta_and_interval_scale_are_exported_and_theta_grid_can_va
         ["--theta-dynamic", "12", "4"],
         ["--interval-scale", "0"],
         ["--interval-scale", "-1"],
+        ["--interval-scale", "wide"],
     )
     for bad in refused:
         with pytest.raises(SystemExit):
             main([*common, *bad, "--out", str(tmp_path / "bad")])
         with pytest.raises(SystemExit):
             main([*grid, *bad])
+
+
+def test_the_lstm_part_alone_keeps_the_members_widths_in_old_and_new_modules() -> None:
+    """Guards against the report's "LSTM ensemble alone" row carrying the combination's
+    interval scale, and against a module exported before the scale existed (the shipped
+    monthly model) failing to report its parts."""
+    histories = load_m3("m3-yearly").train[:20]
+    model, metadata = load_exported(ROOT / "models" / "m3-yearly")
+    scale = metadata["model_config"]["interval_scale"]
+    assert scale != 1.0
+    lstm = combined_parts(model, histories, metadata["max_history"])["LSTM ensemble"]
+    with share_set(model, 0.0):
+        narrowed = forecast(model, histories, metadata["max_history"])  # (20, H, Q)
+    point = narrowed[:, :, 1:2]
+    np.testing.assert_allclose(lstm, point + (narrowed - point) / scale, rtol=1e-5, atol=1e-3)
+    assert model.interval_scale == scale
+
+    old, old_metadata = load_exported(ROOT / "models" / "m3-monthly")
+    assert not hasattr(old, "interval_scale")
+    parts = combined_parts(old, histories, old_metadata["max_history"])
+    assert parts["LSTM ensemble"].shape == (20, 18, len(old_metadata["quantiles"]))

@@ -1,4 +1,4 @@
-"""Choosing the Theta share on a validation split (training.shares)."""
+"""Choosing the Theta share and the interval scale on a validation split (training.shares)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from training.data import SeriesSet
-from training.metrics import mase
-from training.shares import best_share, score_shares
+from training.metrics import coverage, mase
+from training.shares import best_interval_scale, best_share, score_grid, score_shares
 from training.train import forecast
 
 from .test_theta import ensemble
@@ -35,16 +35,52 @@ def test_without_any_mase_the_share_is_chosen_by_smape() -> None:
     assert best_share(rows) == (0.5, "sMAPE")
 
 
-def test_each_share_is_scored_as_that_combination_and_the_model_keeps_its_own() -> None:
-    """Guards against a grid that scores another share than it names, or leaves the model
-    with the last share tried (fit exports a model built afresh, theta-grid does not)."""
+def test_the_best_interval_scale_covers_nearest_80_percent_and_nearer_1_of_a_tie() -> None:
+    rows = [
+        {"interval_scale": 0.8, "coverage_80": 0.74},
+        {"interval_scale": 0.9, "coverage_80": 0.79},
+        {"interval_scale": 1.0, "coverage_80": 0.83},
+        {"interval_scale": 1.2, "coverage_80": 0.82},
+    ]
+    assert best_interval_scale(rows) == 0.9
+    assert best_interval_scale(rows[2:]) == 1.2
+    tie = [
+        {"interval_scale": 0.8, "coverage_80": 0.8},
+        {"interval_scale": 1.05, "coverage_80": 0.8},
+    ]
+    assert best_interval_scale(tie) == 1.05
+    assert best_interval_scale([{"interval_scale": 1.0, "coverage_80": None}]) is None
+
+
+def toy_validation() -> SeriesSet:
     rng = np.random.default_rng(5)
     t = np.arange(36.0)
     histories = [
         50 + k * t / 6 + 4 * np.sin(t * np.pi / 2) + rng.normal(0, 1, 36) for k in range(6)
     ]
     targets = [h[-1] + rng.normal(0, 2, 4) for h in histories]
-    validation = SeriesSet("toy", "toy", 4, 4, [f"s{k}" for k in range(6)], histories, targets)
+    return SeriesSet("toy", "toy", 4, 4, [f"s{k}" for k in range(6)], histories, targets)
+
+
+def test_each_interval_scale_is_scored_as_that_width_and_the_model_keeps_its_own() -> None:
+    validation = toy_validation()
+    model = ensemble(0.5)
+    rows = score_grid(model, "interval_scale", [0.5, 3.0], validation, 36, [0.1, 0.5, 0.9])
+    assert model.interval_scale == 1.0
+    plain = forecast(model, validation.train, 36)  # (6, 4, 3)
+    for row in rows:
+        k = row["interval_scale"]
+        lower = plain[:, :, 1] + k * (plain[:, :, 0] - plain[:, :, 1])
+        upper = plain[:, :, 1] + k * (plain[:, :, 2] - plain[:, :, 1])
+        assert row["coverage_80"] == pytest.approx(coverage(validation.test, lower, upper))
+    assert rows[0]["coverage_80"] < rows[1]["coverage_80"]
+
+
+def test_each_share_is_scored_as_that_combination_and_the_model_keeps_its_own() -> None:
+    """Guards against a grid that scores another share than it names, or leaves the model
+    with the last share tried (fit exports a model built afresh, theta-grid does not)."""
+    validation = toy_validation()
+    histories, targets = validation.train, validation.test
     model = ensemble(0.25)
     rows = score_shares(model, validation, [0.0, 0.7], 36, [0.1, 0.5, 0.9])
     assert model.theta_weight == 0.25
