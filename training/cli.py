@@ -115,29 +115,47 @@ def theta_share_or_auto(text: str) -> float | str:
 
 
 class DynamicSpanAction(argparse.Action):
-    """`--theta-dynamic FROM FULL`, refused at parsing unless 0 <= FROM < FULL or both 0."""
+    """`--theta-dynamic FROM FULL` (or `auto` where allowed), refused at parsing unless
+    0 <= FROM < FULL or both 0."""
 
     def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        allow_auto = self.const == "auto"
+        if allow_auto and values == ["auto"]:
+            setattr(namespace, self.dest, "auto")
+            return
+        wanted = f"two whole numbers FROM FULL{' or auto' if allow_auto else ''}"
+        if len(values) != 2 or not all(value.isdigit() for value in values):
+            parser.error(f"{option}: takes {wanted}, got {' '.join(values)}")
+        span = (int(values[0]), int(values[1]))
         try:
-            check_dynamic_span(*values)
+            check_dynamic_span(*span)
         except ValueError as error:
             parser.error(f"{option}: {error}")
-        setattr(namespace, self.dest, tuple(values))
+        setattr(namespace, self.dest, span)
 
 
 def add_theta_dynamic_argument(
-    parser: argparse.ArgumentParser, default: tuple[int, int] | None
+    parser: argparse.ArgumentParser, default: tuple[int, int] | str | None
 ) -> None:
+    allow_auto = default == "auto"
     parser.add_argument(
         "--theta-dynamic",
-        type=int,
-        nargs=2,
+        nargs="+",
         action=DynamicSpanAction,
-        metavar=("FROM", "FULL"),
+        const="auto" if allow_auto else None,
+        metavar="VALUE",
         default=default,
-        help="blend the dynamic optimised Theta model into the Theta part, its share rising "
-        "from 0 at histories of FROM points to 1 at FULL points (0 0: the standard method "
-        "alone" + (")" if default is not None else "; default: the model's own)"),
+        help="FROM FULL: blend the dynamic optimised Theta model into the Theta part, its "
+        "share rising from 0 at histories of FROM points to 1 at FULL points (0 0: the "
+        "standard method alone"
+        + (
+            "), or auto: the one of 0 0 and "
+            + " ".join(str(v) for v in DYNAMIC_CHOICES[1])
+            + " whose best Theta share scores the lower validation MASE, the members "
+            "before their refit (with --validate-only, auto is 0 0)"
+            if allow_auto
+            else "; default: the model's own)"
+        ),
     )
 
 
@@ -235,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the members before their refit (with --validate-only, auto is 0: score shares "
         "with theta-grid)",
     )
-    add_theta_dynamic_argument(fit_parser, default=(0, 0))
+    add_theta_dynamic_argument(fit_parser, default="auto")
     fit_parser.add_argument(
         "--interval-scale",
         type=positive_or_auto,
@@ -520,6 +538,12 @@ def companion_series(args: argparse.Namespace) -> tuple[list[np.ndarray], dict[s
     return kept, facts
 
 
+# The ramps `fit --theta-dynamic auto` chooses between: the standard Theta method alone,
+# and the dynamic model blended in from 4 to 12 points (chosen on M3 yearly's validation
+# origins, docs/EXPERIMENTS.md).
+DYNAMIC_CHOICES = ((0, 0), (4, 12))
+
+
 def early_grid(
     runs: list[tuple[TrainConfig, TrainResult]],
     config: EnsembleConfig,
@@ -533,6 +557,47 @@ def early_grid(
     on the validation targets."""
     early = ensemble_of([result.early_model for _, result in runs], config).eval()
     return score_grid(early, setting, values, validation, max_history, list(config.quantiles))
+
+
+def chosen_theta_dynamic(
+    args: argparse.Namespace,
+    runs: list[tuple[TrainConfig, TrainResult]],
+    config: EnsembleConfig,
+    validation: SeriesSet,
+    max_history: int,
+) -> dict[str, Any]:
+    """The dynamic Theta ramp `fit` exports and how it was chosen: for `auto`, the one of
+    DYNAMIC_CHOICES whose best Theta share (or the share given) scores the lower validation
+    MASE (`early_grid`; sMAPE where no series has a MASE), the standard method of a tie."""
+    if args.theta_dynamic != "auto":
+        low, full = args.theta_dynamic
+        return {"from": low, "full": full, "chosen_by": "given"}
+    if args.validate_only:
+        print("dynamic Theta off (--validate-only: score it with theta-grid)")
+        return {"from": 0, "full": 0, "chosen_by": "--validate-only: theta-grid scores it"}
+    shares = SHARE_GRID if args.theta_weight == "auto" else (args.theta_weight,)
+    candidates = []
+    for low, full in DYNAMIC_CHOICES:
+        ramp = replace(config, theta_dynamic_from=low, theta_dynamic_full=full)
+        rows = early_grid(runs, ramp, "theta_weight", shares, validation, max_history)
+        share, figure = best_share(rows)
+        best = next(row for row in rows if row["theta_weight"] == share)
+        candidates.append(
+            {"from": low, "full": full, "theta_weight": share, figure: best[figure.lower()]}
+        )
+    chosen = min(candidates, key=lambda c: (c[figure], (c["from"], c["full"]) != (0, 0)))
+    scores = ", ".join(
+        f"{c['from']} {c['full']}: {c[figure]:.3f} at share {c['theta_weight']:g}"
+        for c in candidates
+    )
+    span = f"{chosen['from']} {chosen['full']}"
+    print(f"dynamic Theta {span}: the lower validation {figure} ({scores})")
+    return {
+        "from": chosen["from"],
+        "full": chosen["full"],
+        "chosen_by": f"lower validation {figure}",
+        "candidates": candidates,
+    }
 
 
 def chosen_theta_share(
@@ -659,10 +724,14 @@ def run_fit(args: argparse.Namespace) -> None:
         members=configs,
         combine=args.combine,
         theta_season_length=series.season_length,
-        theta_dynamic_from=args.theta_dynamic[0],
-        theta_dynamic_full=args.theta_dynamic[1],
     )
     quantiles = list(ensemble_config.quantiles)
+    dynamic_choice = chosen_theta_dynamic(args, runs, ensemble_config, validation, max_history)
+    ensemble_config = replace(
+        ensemble_config,
+        theta_dynamic_from=dynamic_choice["from"],
+        theta_dynamic_full=dynamic_choice["full"],
+    )
     theta_choice = chosen_theta_share(args, runs, ensemble_config, validation, max_history)
     ensemble_config = replace(ensemble_config, theta_weight=theta_choice["theta_weight"])
     scale_choice = chosen_interval_scale(args, runs, ensemble_config, validation, max_history)
@@ -716,6 +785,7 @@ def run_fit(args: argparse.Namespace) -> None:
         ],
         "train_seconds": round(sum(result.seconds for _, result in runs), 1),
         "threads": torch.get_num_threads(),
+        "theta_dynamic": dynamic_choice,
         "theta_share": theta_choice,
         "interval_scale": scale_choice,
         "validation": {

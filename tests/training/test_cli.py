@@ -397,6 +397,24 @@ def test_fit_chooses_the_theta_share_on_the_members_before_their_refit(tmp_path:
     assert facts["--refit"]["model_config"]["theta_weight"] == best["theta_weight"]
     assert facts["--no-refit"]["training"]["theta_share"] == choice
 
+    # The dynamic Theta ramp (--theta-dynamic auto, the default too): of the standard method
+    # and the 4-12 blend, the one whose best share scores the lower validation MASE; the
+    # share grid above is that ramp's.
+    ramps = facts["--refit"]["training"]["theta_dynamic"]
+    assert ramps["chosen_by"] == "lower validation MASE"
+    assert [(c["from"], c["full"]) for c in ramps["candidates"]] == [(0, 0), (4, 12)]
+    # The lower MASE wins, the standard method a tie (as when both best shares are 0).
+    winner = min(ramps["candidates"], key=lambda c: (c["MASE"], c["from"] > 0))
+    assert (ramps["from"], ramps["full"]) == (winner["from"], winner["full"])
+    config = facts["--refit"]["model_config"]
+    assert (config["theta_dynamic_from"], config["theta_dynamic_full"]) == (
+        winner["from"],
+        winner["full"],
+    )
+    assert winner["theta_weight"] == best["theta_weight"]
+    assert winner["MASE"] == pytest.approx(best["mase"], rel=1e-12)
+    assert facts["--no-refit"]["training"]["theta_dynamic"] == ramps
+
     # The interval scale (--interval-scale auto, the default too) the same way, at that
     # share: the grid's scale whose 80% coverage is nearest 80%, the one nearer 1 of a tie.
     widths = facts["--refit"]["training"]["interval_scale"]
@@ -438,6 +456,12 @@ def test_a_given_theta_share_is_kept_and_validate_only_does_not_choose(tmp_path:
         }
         assert metadata["model_config"]["theta_weight"] == share
         assert metadata["model_config"]["interval_scale"] == scale
+        if "--validate-only" in extra:
+            assert metadata["training"]["theta_dynamic"] == {
+                "from": 0,
+                "full": 0,
+                "chosen_by": "--validate-only: theta-grid scores it",
+            }
     for bad in ("1.5", "-0.1", "half"):
         with pytest.raises(SystemExit):
             main([*common, "--theta-weight", bad, "--out", str(tmp_path / "bad")])
@@ -459,6 +483,25 @@ def test_the_dynamic_theta_and_interval_scale_are_exported_and_theta_grid_can_va
     config = json.loads((out / "shop" / "metadata.json").read_text())["model_config"]
     assert (config["theta_dynamic_from"], config["theta_dynamic_full"]) == (4, 12)
     assert config["interval_scale"] == 0.5
+    dynamic = json.loads((out / "shop" / "metadata.json").read_text())["training"]["theta_dynamic"]
+    assert dynamic == {"from": 4, "full": 12, "chosen_by": "given"}
+
+    # With the share given as 1 (Theta alone) the two ramps forecast differently, and
+    # `auto` keeps the one with the lower validation MASE at that share.
+    chosen = tmp_path / "chosen"
+    assert main([*common, "--theta-weight", "1", "--no-refit", "--out", str(chosen)]) == 0
+    metadata = json.loads((chosen / "shop" / "metadata.json").read_text())
+    candidates = metadata["training"]["theta_dynamic"]["candidates"]
+    assert [c["theta_weight"] for c in candidates] == [1.0, 1.0]
+    assert candidates[0]["MASE"] != candidates[1]["MASE"]
+    winner = min(candidates, key=lambda c: c["MASE"])
+    config = metadata["model_config"]
+    assert (config["theta_dynamic_from"], config["theta_dynamic_full"]) == (
+        winner["from"],
+        winner["full"],
+    )
+    validation = json.loads((chosen / "shop" / "validation.json").read_text())
+    assert validation["mase"] == pytest.approx(winner["MASE"], rel=1e-6)
 
     grid = ["theta-grid", "--model", str(out / "shop"), *common[1:7], "--weights", "1"]
 
@@ -477,6 +520,8 @@ def test_the_dynamic_theta_and_interval_scale_are_exported_and_theta_grid_can_va
 
     refused = (
         ["--theta-dynamic", "12", "4"],
+        ["--theta-dynamic", "4"],
+        ["--theta-dynamic", "auto", "4"],
         ["--interval-scale", "0"],
         ["--interval-scale", "-1"],
         ["--interval-scale", "wide"],
@@ -486,6 +531,8 @@ def test_the_dynamic_theta_and_interval_scale_are_exported_and_theta_grid_can_va
             main([*common, *bad, "--out", str(tmp_path / "bad")])
         with pytest.raises(SystemExit):
             main([*grid, *bad])
+    with pytest.raises(SystemExit):  # theta-grid scores one ramp, it does not choose
+        main([*grid, "--theta-dynamic", "auto"])
 
 
 def test_the_lstm_part_alone_keeps_the_members_widths_in_old_and_new_modules() -> None:
