@@ -565,18 +565,21 @@ def chosen_theta_dynamic(
     config: EnsembleConfig,
     validation: SeriesSet,
     max_history: int,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[dict[str, float]] | None]:
     """The dynamic Theta ramp `fit` exports and how it was chosen: for `auto`, the one of
     DYNAMIC_CHOICES whose best Theta share (or the share given) scores the lower validation
-    MASE (`early_grid`; sMAPE where no series has a MASE), the standard method of a tie."""
+    MASE (`early_grid`; sMAPE where no series has a MASE), the standard method of a tie.
+    Second, the chosen ramp's grid of shares where it scored them all (`--theta-weight
+    auto`), for `chosen_theta_share` to choose from; else None."""
     if args.theta_dynamic != "auto":
         low, full = args.theta_dynamic
-        return {"from": low, "full": full, "chosen_by": "given"}
+        return {"from": low, "full": full, "chosen_by": "given"}, None
     if args.validate_only:
         print("dynamic Theta off (--validate-only: score it with theta-grid)")
-        return {"from": 0, "full": 0, "chosen_by": "--validate-only: theta-grid scores it"}
+        return {"from": 0, "full": 0, "chosen_by": "--validate-only: theta-grid scores it"}, None
     shares = SHARE_GRID if args.theta_weight == "auto" else (args.theta_weight,)
     candidates = []
+    grids = []
     for low, full in DYNAMIC_CHOICES:
         ramp = replace(config, theta_dynamic_from=low, theta_dynamic_full=full)
         rows = early_grid(runs, ramp, "theta_weight", shares, validation, max_history)
@@ -585,19 +588,25 @@ def chosen_theta_dynamic(
         candidates.append(
             {"from": low, "full": full, "theta_weight": share, figure: best[figure.lower()]}
         )
-    chosen = min(candidates, key=lambda c: (c[figure], (c["from"], c["full"]) != (0, 0)))
+        grids.append(rows)
+    index = min(
+        range(len(candidates)),
+        key=lambda i: (candidates[i][figure], DYNAMIC_CHOICES[i] != (0, 0)),
+    )
+    chosen = candidates[index]
     scores = ", ".join(
         f"{c['from']} {c['full']}: {c[figure]:.3f} at share {c['theta_weight']:g}"
         for c in candidates
     )
     span = f"{chosen['from']} {chosen['full']}"
     print(f"dynamic Theta {span}: the lower validation {figure} ({scores})")
-    return {
+    choice = {
         "from": chosen["from"],
         "full": chosen["full"],
         "chosen_by": f"lower validation {figure}",
         "candidates": candidates,
     }
+    return choice, grids[index] if args.theta_weight == "auto" else None
 
 
 def chosen_theta_share(
@@ -606,16 +615,19 @@ def chosen_theta_share(
     config: EnsembleConfig,
     validation: SeriesSet,
     max_history: int,
+    rows: list[dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """The Theta share `fit` exports, how it was chosen and, for `auto`, each share's
-    validation figures (`early_grid`)."""
+    validation figures (`early_grid`, or `rows` where the grid of SHARE_GRID was scored
+    already)."""
     if args.theta_weight != "auto":
         return {"theta_weight": args.theta_weight, "chosen_by": "given"}
     if args.validate_only:
         # Choosing here would read the very targets this run is to be judged on.
         print("Theta share 0 (--validate-only: score each share with theta-grid)")
         return {"theta_weight": 0.0, "chosen_by": "--validate-only: theta-grid scores shares"}
-    rows = early_grid(runs, config, "theta_weight", SHARE_GRID, validation, max_history)
+    if rows is None:
+        rows = early_grid(runs, config, "theta_weight", SHARE_GRID, validation, max_history)
     share, figure = best_share(rows)
     scores = ", ".join(f"{row['theta_weight']:g}: {row[figure.lower()]:.3f}" for row in rows)
     print(f"Theta share {share:g}: the lowest validation {figure} of {len(rows)} shares ({scores})")
@@ -726,13 +738,17 @@ def run_fit(args: argparse.Namespace) -> None:
         theta_season_length=series.season_length,
     )
     quantiles = list(ensemble_config.quantiles)
-    dynamic_choice = chosen_theta_dynamic(args, runs, ensemble_config, validation, max_history)
+    dynamic_choice, share_rows = chosen_theta_dynamic(
+        args, runs, ensemble_config, validation, max_history
+    )
     ensemble_config = replace(
         ensemble_config,
         theta_dynamic_from=dynamic_choice["from"],
         theta_dynamic_full=dynamic_choice["full"],
     )
-    theta_choice = chosen_theta_share(args, runs, ensemble_config, validation, max_history)
+    theta_choice = chosen_theta_share(
+        args, runs, ensemble_config, validation, max_history, share_rows
+    )
     ensemble_config = replace(ensemble_config, theta_weight=theta_choice["theta_weight"])
     scale_choice = chosen_interval_scale(args, runs, ensemble_config, validation, max_history)
     ensemble_config = replace(ensemble_config, interval_scale=scale_choice["interval_scale"])
