@@ -1,10 +1,11 @@
-"""`python -m training fit|evaluate|backtest|csv`: train, evaluate and export forecasters."""
+"""`python -m training fit|evaluate|backtest|reexport|csv`: train, evaluate, export models."""
 
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -38,10 +39,12 @@ from training.model import (
     EnsembleConfig,
     EnsembleForecaster,
     ModelConfig,
+    config_from_dict,
     ensemble_of,
     rebuild,
 )
 from training.peers import run_peers
+from training.reexport import check_same_forecasts, rebuilt, reexport_facts
 from training.report import (
     backtest_summary,
     evaluate,
@@ -364,6 +367,29 @@ def build_parser() -> argparse.ArgumentParser:
     backtest_parser.add_argument("--out", type=Path, help="JSON file (default: print only)")
     backtest_parser.add_argument(
         "--no-peers", action="store_true", help="skip AutoETS and AutoTheta"
+    )
+
+    reexport_parser = commands.add_parser(
+        "reexport",
+        help="export a model again with this code, around its own weights, no retraining",
+        description=(
+            "Rebuild an exported model with this code from its metadata and weights, check "
+            "that it forecasts every history of the data set as the exported file does "
+            "(within export's tolerance), export it again with its training record kept, and "
+            "evaluate the new file as evaluate does. A module change that moves forecasts "
+            "is refused: that model needs fit."
+        ),
+    )
+    reexport_parser.add_argument("--model", type=Path, required=True, help="models/<name> folder")
+    add_data_arguments(reexport_parser)
+    reexport_parser.add_argument(
+        "--out", type=Path, help="the folder to export to (default: the model folder, replaced)"
+    )
+    reexport_parser.add_argument(
+        "--no-peers", action="store_true", help="skip AutoETS and AutoTheta"
+    )
+    reexport_parser.add_argument(
+        "--no-register", action="store_true", help="skip the BentoML model store"
     )
 
     grid_parser = commands.add_parser(
@@ -753,8 +779,11 @@ def run_fit(args: argparse.Namespace) -> None:
     scale_choice = chosen_interval_scale(args, runs, ensemble_config, validation, max_history)
     ensemble_config = replace(ensemble_config, interval_scale=scale_choice["interval_scale"])
     ensemble = ensemble_of(members, ensemble_config).eval()
+    # Scored as the service runs it, so the CPU column is the scripted forward pass, as
+    # `evaluate` measures it (export proves scripted and eager forecasts equal).
+    served = torch.jit.script(ensemble)
 
-    val_result, _ = scored(validation, ensemble, max_history, quantiles, not args.no_peers)
+    val_result, _ = scored(validation, served, max_history, quantiles, not args.no_peers)
     # Scored all the same: the peers' and baselines' rows are out of sample either way.
     val_result["model_in_sample"] = args.refit and not args.validate_only
     in_sample = ", in-sample for the refit model" if val_result["model_in_sample"] else ""
@@ -773,7 +802,7 @@ def run_fit(args: argparse.Namespace) -> None:
         test_forecasts = None
     else:
         evaluation, test_forecasts = scored(
-            series, ensemble, max_history, quantiles, not args.no_peers
+            series, served, max_history, quantiles, not args.no_peers
         )
         print("test split:")
         print(format_table(evaluation))
@@ -855,6 +884,41 @@ def run_evaluate(args: argparse.Namespace) -> None:
     write_report(series, result, forecasts, quantiles, args.out or args.model)
 
 
+# Report files of the training run, carried over to a re-exported model's folder.
+TRAINING_REPORTS = ("validation.json", "learning_curve.png")
+
+
+def run_reexport(args: argparse.Namespace) -> None:
+    exported, metadata, series = exported_series(args)
+    model = rebuilt(exported, metadata)
+    max_history, quantiles = metadata["max_history"], metadata["quantiles"]
+    difference = check_same_forecasts(exported, model, series.train, max_history)
+    print(
+        f"{args.model}: rebuilt by this code, forecasts of {len(series)} histories within "
+        f"{difference:.2g} of the exported file's"
+    )
+    evaluation, forecasts = scored(
+        series, torch.jit.script(model), max_history, quantiles, not args.no_peers
+    )
+    print(format_table(evaluation))
+
+    def write_reports(folder: Path) -> None:
+        for name in TRAINING_REPORTS:
+            if (args.model / name).exists():
+                shutil.copy2(args.model / name, folder / name)
+        write_report(series, evaluation, forecasts, quantiles, folder)
+
+    written = export_model(
+        model,
+        config_from_dict(metadata["model_config"]),
+        args.out or args.model,
+        reexport_facts(metadata, evaluation, difference),
+        register=not args.no_register,
+        write_reports=write_reports,
+    )
+    print(f"exported {(args.out or args.model) / 'model.ts'} version {written['version']}")
+
+
 def run_theta_grid(args: argparse.Namespace) -> None:
     scripted, metadata, series = exported_series(args, validation=True)
     min_history = metadata["min_history"]
@@ -912,6 +976,7 @@ def main(argv: list[str] | None = None) -> int:
             "fit": run_fit,
             "evaluate": run_evaluate,
             "backtest": run_backtest,
+            "reexport": run_reexport,
             "theta-grid": run_theta_grid,
             "csv": run_csv,
             "readme-table": run_readme_table,

@@ -399,10 +399,18 @@ def rebuild(
     """An untrained module of the shape metadata.json's `model_config` describes: an
     ensemble (`members`) or a single forecaster; `member` may be a subclass of the
     forecaster. Load the exported file's state_dict into it for its weights."""
-    if "members" not in model_config:
-        return member(ModelConfig.from_dict(model_config))
-    config = EnsembleConfig.from_dict(model_config)
+    config = config_from_dict(model_config)
+    if isinstance(config, ModelConfig):
+        return member(config)
     return ensemble_of([member(m) for m in config.members], config)
+
+
+def config_from_dict(model_config: dict[str, Any]) -> ModelConfig | EnsembleConfig:
+    """The config metadata.json's `model_config` holds: an ensemble's (it has `members`)
+    or a single forecaster's."""
+    if "members" in model_config:
+        return EnsembleConfig.from_dict(model_config)
+    return ModelConfig.from_dict(model_config)
 
 
 def ensemble_of(members: list[StackedLSTMForecaster], config: EnsembleConfig) -> EnsembleForecaster:
