@@ -35,6 +35,7 @@ from training.export import (
     export_model,
     load_exported,
 )
+from training.members import MemberTask, default_jobs, threads_per_job, train_members
 from training.model import (
     COMBINE_RULES,
     EnsembleConfig,
@@ -72,7 +73,6 @@ from training.train import (
     LOSS_SCALES,
     TrainConfig,
     TrainResult,
-    fit,
     forecast,
 )
 
@@ -167,6 +167,13 @@ def positive(text: str) -> float:
     value = float(text)
     if not value > 0.0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
@@ -318,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit_parser.add_argument("--seed", type=int, default=TrainConfig.seed, help="member i: seed+i")
     fit_parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    fit_parser.add_argument(
+        "--jobs",
+        type=positive_int,
+        help="members trained at once, each in a process of its own (default: one per core "
+        "on a CPU, 1 on a GPU or under torchrun), with the cores shared out as threads",
+    )
     fit_parser.add_argument(
         "--validate-only",
         action="store_true",
@@ -558,6 +571,37 @@ def member_configs(args: argparse.Namespace, series: SeriesSet, longest: int) ->
     ]
 
 
+def member_train_configs(
+    args: argparse.Namespace,
+    configs: list[ModelConfig],
+    season_length: int,
+    min_history: int,
+    longest: int,
+) -> list[TrainConfig]:
+    """How each member trains: the same settings, its own seed and loss scale (cycled)."""
+    return [
+        TrainConfig(
+            epochs=args.epochs,
+            steps_per_epoch=args.steps_per_epoch,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            clip=args.clip,
+            patience=args.patience,
+            min_epochs=args.epochs // 2 if args.min_epochs is None else args.min_epochs,
+            seed=args.seed + i,
+            device=args.device,
+            min_history=min_history,
+            max_history=config.lookback or longest,
+            loss_scale=args.loss_scales[i % len(args.loss_scales)],
+            season_length=season_length,
+            recency=args.recency,
+            refit=args.refit,
+        )
+        for i, config in enumerate(configs)
+    ]
+
+
 def companion_series(args: argparse.Namespace) -> tuple[list[np.ndarray], dict[str, Any]]:
     """The extra training series `--companions` asks for, and what to record about them."""
     if args.csv is not None:
@@ -715,12 +759,16 @@ def run_fit(args: argparse.Namespace) -> None:
     name = args.name or series.name
     out = args.out / name
     rank = distributed.current()
+    jobs = args.jobs or default_jobs(len(configs), args.device, rank.world)
+    if rank.distributed and jobs > 1:
+        raise ValueError(f"--jobs {jobs}: under torchrun the ranks share the work; leave it 1")
     if rank.is_main:
         print(
             f"{series.name}: {len(series.ids)} series, horizon {series.horizon}, "
             f"history {min_history}..{max_history}, {len(configs)} member(s) reading "
             f"{sorted({c.lookback or longest for c in configs})} points, {rank.world} "
-            f"process(es), {torch.get_num_threads()} threads each"
+            f"process(es) training {jobs} member(s) at a time, {threads_per_job(jobs)} "
+            "thread(s) each"
         )
         if companion_facts:
             print(
@@ -728,37 +776,24 @@ def run_fit(args: argparse.Namespace) -> None:
                 f"{' and '.join(COMPANION_SOURCES)} ({companion_facts['dropped_in_m3']} left "
                 "out: they appear in M3)"
             )
-    members, runs = [], []
-    for i, config in enumerate(configs):
-        train_config = TrainConfig(
-            epochs=args.epochs,
-            steps_per_epoch=args.steps_per_epoch,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            clip=args.clip,
-            patience=args.patience,
-            min_epochs=args.epochs // 2 if args.min_epochs is None else args.min_epochs,
-            seed=args.seed + i,
-            device=args.device,
-            min_history=min_history,
-            max_history=config.lookback or longest,
-            loss_scale=args.loss_scales[i % len(args.loss_scales)],
-            season_length=series.season_length,
-            recency=args.recency,
-            refit=args.refit,
-        )
-        result = fit(
+    train_configs = member_train_configs(args, configs, series.season_length, min_history, longest)
+    tasks = [
+        MemberTask(
             training_part,
             config,
             train_config,
+            f"member {i + 1}/{len(configs)}",
+            companions,
             progress=not args.quiet,
-            desc=f"member {i + 1}/{len(configs)}",
-            companions=companions,
+            bar_position=i if jobs > 1 else 0,
         )
-        members.append(result.model)
-        runs.append((train_config, result))
-        if rank.is_main:
+        for i, (config, train_config) in enumerate(zip(configs, train_configs, strict=True))
+    ]
+    results = train_members(tasks, jobs)
+    members = [result.model for result in results]
+    runs = list(zip(train_configs, results, strict=True))
+    if rank.is_main:
+        for i, result in enumerate(results):
             print(
                 f"member {i + 1}: trained on {result.device} in {result.seconds:.0f} s; best "
                 f"epoch {result.best_epoch} (validation loss {result.best_val_loss:.4f})"
@@ -836,7 +871,8 @@ def run_fit(args: argparse.Namespace) -> None:
             for train_config, result in runs
         ],
         "train_seconds": round(sum(result.seconds for _, result in runs), 1),
-        "threads": torch.get_num_threads(),
+        "jobs": jobs,
+        "threads": threads_per_job(jobs),
         "theta_dynamic": dynamic_choice,
         "theta_share": theta_choice,
         "interval_scale": scale_choice,

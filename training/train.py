@@ -161,11 +161,13 @@ def fit(
     progress: bool = True,
     desc: str = "training",
     companions: list[np.ndarray] | None = None,
+    bar_position: int = 0,
 ) -> TrainResult:
     """Train on `train_series` (each series' in-sample part) and return the best model.
 
     `companions` are further series that only add training examples, whole: they are
     never validated on, so early stopping still watches `train_series` alone.
+    `bar_position` is the terminal line of the progress bar, for runs side by side.
 
     Under torchrun every rank calls this with all the series and trains on its shard;
     every rank returns the same model.
@@ -179,7 +181,7 @@ def fit(
     device = distributed.local_device(rank, pick_device(config.device))
     distributed.start(rank, device)
     try:
-        setup = _Setup(model_config, config, rank, world, device)
+        setup = _Setup(model_config, config, rank, world, device, bar_position)
         return _train(train_series, companions or [], setup, on_epoch, progress, desc)
     finally:
         # Also when training fails: a rank that leaves without this holds the others' ports.
@@ -195,6 +197,7 @@ class _Setup:
     rank: distributed.Rank
     world: int
     device: torch.device
+    bar_position: int = 0
 
 
 def _train(
@@ -292,6 +295,7 @@ def _run_epochs(
         desc=desc,
         unit="step",
         disable=not (progress and rank.is_main),
+        position=setup.bar_position,
     )
     model.train()
     for epoch in range(1, epochs + 1):

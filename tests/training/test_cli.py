@@ -196,16 +196,16 @@ def test_validate_only_trains_and_stops_before_the_validation_targets(
 ) -> None:
     """Guards against choosing settings on validation figures that early stopping (or a
     refit) has already looked at."""
-    import training.cli
+    import training.members
 
     given: list[list[int]] = []
-    real = training.cli.fit
+    real = training.members.fit
 
     def spy(series, *args, **kwargs):  # type: ignore[no-untyped-def]
         given.append([len(s) for s in series])
         return real(series, *args, **kwargs)
 
-    monkeypatch.setattr(training.cli, "fit", spy)
+    monkeypatch.setattr(training.members, "fit", spy)  # one member: trained in this process
     data = write_csv(tmp_path / "shop.csv", seasonal_series(4, 60))
     out = str(tmp_path / "models")
     fitting = ["fit", "--csv", str(data), "--out", out, "--no-peers", "--no-register", *TINY_FIT]
@@ -537,8 +537,8 @@ def test_the_dynamic_theta_and_interval_scale_are_exported_and_theta_grid_can_va
 
 def test_the_lstm_part_alone_keeps_the_members_widths_in_old_and_new_modules() -> None:
     """Guards against the report's "LSTM ensemble alone" row carrying the combination's
-    interval scale, and against a module exported before the scale existed (the shipped
-    monthly model) failing to report its parts."""
+    interval scale, and against a module exported before the scale existed failing to
+    report its parts."""
     histories = load_m3("m3-yearly").train[:20]
     model, metadata = load_exported(ROOT / "models" / "m3-yearly")
     scale = metadata["model_config"]["interval_scale"]
@@ -550,7 +550,25 @@ def test_the_lstm_part_alone_keeps_the_members_widths_in_old_and_new_modules() -
     np.testing.assert_allclose(lstm, point + (narrowed - point) / scale, rtol=1e-5, atol=1e-3)
     assert model.interval_scale == scale
 
-    old, old_metadata = load_exported(ROOT / "models" / "m3-monthly")
+    old = torch.jit.script(BeforeTheScale())
     assert not hasattr(old, "interval_scale")
-    parts = combined_parts(old, histories, old_metadata["max_history"])
-    assert parts["LSTM ensemble"].shape == (20, 18, len(old_metadata["quantiles"]))
+    parts = combined_parts(old, histories, metadata["max_history"])
+    last = np.array([h[-1] for h in histories])[:, None]  # (20, 1)
+    np.testing.assert_allclose(parts["LSTM ensemble"][:, :, 1], np.repeat(last, 6, axis=1))
+    assert old.theta_weight == 0.5  # given back after the part was scored
+
+
+class BeforeTheScale(torch.nn.Module):
+    """What `combined_parts` reads of an ensemble exported before the interval scale
+    existed: a Theta share and a Theta part, no `interval_scale`. Its "members" forecast
+    the last value, with a band of one either side."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.theta_weight = 0.5
+        self.theta = ThetaForecaster(6, 1, 256, RELATIVE_SCALE_FLOOR, ABSOLUTE_SCALE_FLOOR)
+
+    def forward(self, values: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        last = values.gather(1, (lengths - 1).unsqueeze(1))  # (B, 1)
+        point = last + self.theta_weight * (self.theta(values, lengths) - last)  # (B, H)
+        return torch.stack([point - 1.0, point, point + 1.0], dim=2)  # (B, H, 3)
