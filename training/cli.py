@@ -43,7 +43,6 @@ from training.model import (
     ModelConfig,
     config_from_dict,
     ensemble_of,
-    rebuild,
 )
 from training.peers import run_peers
 from training.reexport import check_same_forecasts, rebuilt, reexport_facts
@@ -759,7 +758,8 @@ def run_fit(args: argparse.Namespace) -> None:
     name = args.name or series.name
     out = args.out / name
     rank = distributed.current()
-    jobs = args.jobs or default_jobs(len(configs), args.device, rank.world)
+    # No more at once than there are members, so the jobs and threads recorded are those run.
+    jobs = min(args.jobs or default_jobs(len(configs), args.device, rank.world), len(configs))
     if rank.distributed and jobs > 1:
         raise ValueError(f"--jobs {jobs}: under torchrun the ranks share the work; leave it 1")
     if rank.is_main:
@@ -974,11 +974,9 @@ def run_theta_grid(args: argparse.Namespace) -> None:
         config["theta_dynamic_from"], config["theta_dynamic_full"] = args.theta_dynamic
     if args.interval_scale is not None:
         config["interval_scale"] = args.interval_scale
-    model = rebuild(config)
+    model = rebuilt(scripted, {**metadata, "model_config": config})
     if not isinstance(model, EnsembleForecaster):
         raise ValueError(f"{args.model}: a single forecaster has no Theta share to score")
-    model.load_state_dict(scripted.state_dict())
-    model.eval()
     rows = score_shares(
         model, validation, args.weights, metadata["max_history"], metadata["quantiles"]
     )

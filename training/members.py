@@ -71,11 +71,13 @@ def train_members(tasks: list[MemberTask], jobs: int) -> list[TrainResult]:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     if jobs == 1 or len(tasks) == 1:
         return [train_member(task) for task in tasks]
-    threads = max(1, available_cores() // jobs)
     # spawn, not fork: a forked child inherits torch's thread pools in whatever state.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
-        max_workers=jobs, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)
+        max_workers=jobs,
+        mp_context=context,
+        initializer=torch.set_num_threads,
+        initargs=(threads_per_job(jobs),),
     ) as pool:
         return list(pool.map(train_member, tasks))
 

@@ -30,15 +30,16 @@ from training.windows import pad_right
 
 
 def rebuilt(scripted: Any, metadata: dict[str, Any]) -> nn.Module:
-    """The eager module this code builds from the metadata's `model_config`, holding the
-    exported file's weights; ValueError when they do not fit it (a changed layout)."""
+    """The eager module this code builds from the metadata's `model_config` (in eval mode),
+    holding the exported file's weights; ValueError when they do not fit it (a changed
+    layout). `theta-grid` passes a `model_config` with other combination settings."""
     model = rebuild(metadata["model_config"])
     try:
         model.load_state_dict(scripted.state_dict())
     except RuntimeError as error:
         raise ValueError(
             f"model {metadata['name']} version {metadata['version']}: its weights do not fit "
-            f"the module this code builds from its model_config, so it cannot be re-exported "
+            f"the module this code builds from its model_config, so this code cannot run it "
             f"(retrain it with fit): {error}"
         ) from error
     return model.eval()

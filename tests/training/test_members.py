@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -15,8 +17,8 @@ def tasks_of_two() -> list[MemberTask]:
     series, config, train = tiny_run(epochs=3, refit=True)
     return [
         MemberTask(series, config, train, "a", [], progress=False),
-        MemberTask(series, config, train.__class__(**{**train.__dict__, "seed": 7}), "b", [],
-                   progress=False, bar_position=1),
+        MemberTask(series, config, replace(train, seed=7), "b", [], progress=False,
+                   bar_position=1),
     ]  # fmt: skip
 
 
