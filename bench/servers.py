@@ -104,8 +104,9 @@ def serve_env(model: Path, bentoml_home: Path, **settings: str) -> dict[str, str
 class Server:
     """`bentoml serve [target]` with `env` added, on 127.0.0.1; ready once /readyz answers 200.
 
-    `cpus` pins it (`taskset -c`); `name` labels its errors; its output goes to `log`
-    (a fresh temporary file when not given).
+    `cpus` pins it (`taskset -c`); `name` labels its errors; its output goes to `log`,
+    or, when none is given, to a temporary file removed once it is stopped (its errors
+    carry the file's tail).
     """
 
     predict_path = "/forecast"
@@ -129,6 +130,7 @@ class Server:
         self.start_timeout_s = start_timeout_s
         self.name = name
         self.url = f"http://127.0.0.1:{self.port}"
+        self.owns_log = log is None
         self.log = log or Path(tempfile.mkstemp(prefix="forecaster-serve-", suffix=".log")[1])
         self.process: subprocess.Popen[bytes] | None = None
         self._stopped = False
@@ -207,6 +209,8 @@ class Server:
             return
         self._stopped = True
         stop_group(self.process)
+        if self.owns_log:
+            self.log.unlink(missing_ok=True)
 
     def __exit__(
         self,
