@@ -36,6 +36,7 @@ from training.export import (
     load_exported,
 )
 from training.members import MemberTask, default_jobs, threads_per_job, train_members
+from training.metrics import INTERVALS, coverage_key
 from training.model import (
     COMBINE_RULES,
     EnsembleConfig,
@@ -877,7 +878,8 @@ def run_fit(args: argparse.Namespace) -> None:
         "theta_share": theta_choice,
         "interval_scale": scale_choice,
         "validation": {
-            key: val_result[key] for key in ("smape", "mase", "coverage_80", "peers", "baselines")
+            key: val_result[key]
+            for key in ("smape", "mase", "coverage_80", "coverage_95", "peers", "baselines")
         },
     }
     facts = ModelFacts(
@@ -981,10 +983,14 @@ def run_theta_grid(args: argparse.Namespace) -> None:
         model, validation, args.weights, metadata["max_history"], metadata["quantiles"]
     )
     for row in rows:
+        coverages = ", ".join(
+            f"{level}% coverage {100 * row[coverage_key(level)]:.1f}"
+            for level in INTERVALS
+            if row[coverage_key(level)] is not None
+        )
         print(
             f"{validation.name} origin {args.origin}, Theta share {row['theta_weight']:.2f}: "
-            f"sMAPE {row['smape']:.2f}, MASE {row['mase']:.4f}, 80% coverage "
-            f"{100 * row['coverage_80']:.1f}"
+            f"sMAPE {row['smape']:.2f}, MASE {row['mase']:.4f}, {coverages}"
         )
     if args.out:
         grid = {"model": metadata["name"], "origin": args.origin, "rows": rows}

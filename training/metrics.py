@@ -24,6 +24,15 @@ import numpy as np
 
 Series = Sequence[np.ndarray] | np.ndarray
 
+# The central intervals a report scores wherever a method gives both bounds: level in
+# percent -> the (lower, upper) quantiles that bound it.
+INTERVALS = {80: (0.1, 0.9), 95: (0.025, 0.975)}
+
+
+def coverage_key(level: int) -> str:
+    """The figure's name in an evaluation: `coverage_80` for the 80% interval."""
+    return f"coverage_{level}"
+
 
 def _as_list(series: Series, what: str) -> list[np.ndarray]:
     """Per-series float64 1-D arrays from a list of arrays or a 2-D array."""

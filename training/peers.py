@@ -1,9 +1,10 @@
 """The statistical peers a user would pick instead: statsforecast's AutoETS and AutoTheta.
 
 Each peer is fitted per series on exactly the history the LSTM sees and forecasts the
-same horizon, with its own 80% interval (`level=[80]`), so the report scores all
-methods with the same metric code. The CPU time of fit plus forecast is measured per
-series (process time, one thread), after one untimed call that lets numba compile.
+same horizon, with its own intervals at every level the report scores (`level=[80,
+95]`), so the report scores all methods with the same metric code. The CPU time of fit
+plus forecast is measured per series (process time, one thread), after one untimed call
+that lets numba compile.
 
 statsforecast refuses histories too short for the model's parameters (AutoETS and
 AutoTheta raise "tiny datasets" at 6 points or fewer). Such a series gets
@@ -21,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from training.data import SeriesSet
+from training.metrics import INTERVALS
 
 PEERS = ("AutoETS", "AutoTheta")
-LEVEL = 80
+LEVELS = list(INTERVALS)
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,7 @@ class PeerForecasts:
 
     name: str
     point: np.ndarray  # (N, H) the peer's mean forecast
-    lower: np.ndarray  # (N, H) lower bound of its 80% interval
-    upper: np.ndarray  # (N, H) upper bound of its 80% interval
+    intervals: dict[int, tuple[np.ndarray, np.ndarray]]  # level -> (N, H) lower, upper bounds
     cpu_ms_per_series: float
     fallbacks: int = 0  # series too short for the peer, forecast by Naive instead
 
@@ -53,10 +54,11 @@ def _model_factory(name: str, season_length: int) -> Callable[[], Any]:
 def forecast_one(
     name: str, history: np.ndarray, horizon: int, season_length: int
 ) -> dict[str, np.ndarray]:
-    """statsforecast's own answer for one series: {'mean', 'lo-80', 'hi-80'} arrays (H,)."""
+    """statsforecast's own answer for one series: {'mean', 'lo-80', 'hi-80', ...} arrays
+    (H,), a lower and an upper bound for each of LEVELS."""
     model = _model_factory(name, season_length)()
     out: dict[str, np.ndarray] = model.forecast(
-        y=np.asarray(history, dtype=np.float64), h=horizon, level=[LEVEL]
+        y=np.asarray(history, dtype=np.float64), h=horizon, level=LEVELS
     )
     return out
 
@@ -79,21 +81,25 @@ def forecast_or_naive(
 def forecast_peer(
     name: str, histories: Sequence[np.ndarray], horizon: int, season_length: int
 ) -> PeerForecasts:
-    """Fit `name` on every history and forecast `horizon` steps with its 80% interval."""
+    """Fit `name` on every history and forecast `horizon` steps with its intervals."""
     if not histories:
         raise ValueError("forecast_peer needs at least one history")
     longest = max(histories, key=len)
     forecast_or_naive(name, longest, horizon, season_length)  # numba compiles here, untimed
-    rows = []
+    answers = []
     fallbacks = 0
     started = time.process_time()
     for history in histories:
         out, fell_back = forecast_or_naive(name, history, horizon, season_length)
         fallbacks += fell_back
-        rows.append((out["mean"], out[f"lo-{LEVEL}"], out[f"hi-{LEVEL}"]))
+        answers.append(out)
     cpu_ms = 1000.0 * (time.process_time() - started) / len(histories)
-    point, lower, upper = (np.stack(col).astype(np.float64) for col in zip(*rows, strict=True))
-    return PeerForecasts(name, point, lower, upper, cpu_ms, fallbacks)
+
+    def stacked(key: str) -> np.ndarray:  # (N, H)
+        return np.stack([out[key] for out in answers]).astype(np.float64)
+
+    intervals = {level: (stacked(f"lo-{level}"), stacked(f"hi-{level}")) for level in LEVELS}
+    return PeerForecasts(name, stacked("mean"), intervals, cpu_ms, fallbacks)
 
 
 def run_peers(series: SeriesSet) -> list[PeerForecasts]:

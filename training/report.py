@@ -1,10 +1,10 @@
 """Evaluation of a model's quantile forecasts against the baselines: figures, table, plots.
 
 `evaluate` returns the `evaluation` object of `metadata.json` (docs/ARTIFACT.md): the
-model's `smape`, `mase`, `coverage_80` and `cpu_ms_per_series` at the top level, each
-statistical peer's (AutoETS, AutoTheta) figures under `peers`, each baseline's `smape`
-and `mase` under `baselines`, and what was evaluated (data set, number of series,
-horizon). Every method is scored by the same code on the same split.
+model's `smape`, `mase`, `coverage_80`, `coverage_95` and `cpu_ms_per_series` at the
+top level, each statistical peer's (AutoETS, AutoTheta) figures under `peers`, each
+baseline's `smape` and `mase` under `baselines`, and what was evaluated (data set,
+number of series, horizon). Every method is scored by the same code on the same split.
 
 Plots draw on a bare `matplotlib.figure.Figure` with the Agg canvas, never through
 pyplot, so they need no display and leave no global figure state behind.
@@ -25,10 +25,11 @@ from matplotlib.figure import Figure
 from training import metrics
 from training.baselines import forecast_baseline
 from training.data import SeriesSet
+from training.metrics import INTERVALS, coverage_key
 from training.peers import PeerForecasts
 
 REPORT_BASELINES = ("seasonal_naive", "naive2")
-INTERVAL_80 = (0.1, 0.9)
+Bounds = tuple[np.ndarray, np.ndarray]  # (N, H) lower and upper bounds of an interval
 
 
 def quantile_index(quantiles: Sequence[float], q: float) -> int | None:
@@ -55,18 +56,20 @@ def _check_forecasts(
 
 
 def _figures(
-    series_set: SeriesSet,
-    point: np.ndarray,
-    lower: np.ndarray | None = None,
-    upper: np.ndarray | None = None,
+    series_set: SeriesSet, point: np.ndarray, intervals: Mapping[int, Bounds] | None = None
 ) -> dict[str, float | None]:
-    """sMAPE and MASE of a point forecast [N, H]; 80% coverage when bounds are given."""
+    """sMAPE and MASE of a point forecast [N, H]; given a method's intervals (level ->
+    bounds), the coverage of each level of INTERVALS, None for a level it lacks."""
     figures: dict[str, float | None] = {
         "smape": metrics.smape(series_set.test, point),
         "mase": metrics.mase(series_set.test, point, series_set.train, series_set.season_length),
     }
-    if lower is not None and upper is not None:
-        figures["coverage_80"] = metrics.coverage(series_set.test, lower, upper)
+    if intervals is not None:
+        for level in INTERVALS:
+            bounds = intervals.get(level)
+            figures[coverage_key(level)] = (
+                None if bounds is None else metrics.coverage(series_set.test, *bounds)
+            )
     return figures
 
 
@@ -78,12 +81,14 @@ def evaluate(
     cpu_ms_per_series: float | None = None,
     parts: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """sMAPE, MASE and 80% coverage of the model and its peers, sMAPE and MASE of baselines.
+    """sMAPE, MASE and interval coverage of the model and its peers, sMAPE and MASE of
+    baselines.
 
     forecasts: [N, H, Q] in the order of `series_set` and of `quantiles`; each peer's
     forecasts are in the same order. `coverage_80` is None unless both 0.1 and 0.9 are
-    among the quantiles. `parts` are the forecasts the model combines, each scored alone
-    under `parts`: [N, H, Q] like the model's, or [N, H] points.
+    among the quantiles, `coverage_95` unless 0.025 and 0.975 are. `parts` are the
+    forecasts the model combines, each scored alone under `parts`: [N, H, Q] like the
+    model's, or [N, H] points.
     """
     model = _quantile_figures(series_set, forecasts, quantiles)
     result = {
@@ -97,7 +102,7 @@ def evaluate(
         "cpu_ms_per_series": cpu_ms_per_series,
         "peers": {
             peer.name: {
-                **_figures(series_set, peer.point, peer.lower, peer.upper),
+                **_figures(series_set, peer.point, peer.intervals),
                 "cpu_ms_per_series": peer.cpu_ms_per_series,
                 "naive_fallbacks": peer.fallbacks,
             }
@@ -121,14 +126,20 @@ def evaluate(
 def _quantile_figures(
     series_set: SeriesSet, forecasts: np.ndarray, quantiles: Sequence[float]
 ) -> dict[str, float | None]:
-    """The figures of [N, H, Q] forecasts: their median's sMAPE and MASE, 80% coverage."""
+    """The figures of [N, H, Q] forecasts: their median's sMAPE and MASE, the coverage of
+    each interval their quantiles bound."""
     forecasts, median = _check_forecasts(series_set, forecasts, quantiles)
-    lower, upper = (quantile_index(quantiles, q) for q in INTERVAL_80)
-    if lower is None or upper is None:
-        return {**_figures(series_set, forecasts[:, :, median]), "coverage_80": None}
-    return _figures(
-        series_set, forecasts[:, :, median], forecasts[:, :, lower], forecasts[:, :, upper]
-    )
+    return _figures(series_set, forecasts[:, :, median], quantile_intervals(forecasts, quantiles))
+
+
+def quantile_intervals(forecasts: np.ndarray, quantiles: Sequence[float]) -> dict[int, Bounds]:
+    """The bounds of each level of INTERVALS whose two quantiles are among `quantiles`."""
+    intervals = {}
+    for level, pair in INTERVALS.items():
+        lower, upper = (quantile_index(quantiles, q) for q in pair)
+        if lower is not None and upper is not None:
+            intervals[level] = (forecasts[:, :, lower], forecasts[:, :, upper])
+    return intervals
 
 
 def _cell(value: float | None, fmt: str) -> str:
@@ -137,24 +148,42 @@ def _cell(value: float | None, fmt: str) -> str:
 
 def format_table(result: dict[str, Any]) -> str:
     """A plain, aligned text table: one row per method (model, peers, baselines), columns
-    sMAPE, MASE, 80% coverage and CPU milliseconds per series."""
+    sMAPE, MASE, the coverage of each interval level (80%, and 95% where any method has
+    it) and CPU milliseconds per series."""
     rows = [("model", result)]
     rows += [(f"  {name} alone", f) for name, f in result.get("parts", {}).items()]
     rows += [(name, f) for name, f in result.get("peers", {}).items()]
     rows += [(name, f) for name, f in result["baselines"].items()]
-    header = ("method", "sMAPE", "MASE", "80% coverage", "CPU ms/series")
+    levels = shown_levels([f for _, f in rows])
+    coverages = (f"{level}% coverage" for level in levels)
+    header = ("method", "sMAPE", "MASE", *coverages, "CPU ms/series")
     cells = [header] + [
         (
             name,
             _cell(f["smape"], ".2f"),
             _cell(f["mase"], ".3f"),
-            _cell(None if f.get("coverage_80") is None else 100 * f["coverage_80"], ".1f"),
+            *coverage_cells(f, levels),
             _cell(f.get("cpu_ms_per_series"), ".2f"),
         )
         for name, f in rows
     ]
     title = f"{result['dataset']}: {result['n_series']} series, horizon {result['horizon']}"
     return _render(title, cells)
+
+
+def shown_levels(figures: Sequence[Mapping[str, Any]]) -> list[int]:
+    """The interval levels a table shows: 80 always, any other that some row scores."""
+    return [
+        level
+        for level in INTERVALS
+        if level == 80 or any(f.get(coverage_key(level)) is not None for f in figures)
+    ]
+
+
+def coverage_cells(figures: Mapping[str, Any], levels: Sequence[int]) -> list[str]:
+    """Each level's coverage in percent, "-" where the method has none."""
+    values = [figures.get(coverage_key(level)) for level in levels]
+    return [_cell(None if value is None else 100 * value, ".1f") for value in values]
 
 
 def _render(title: str, cells: Sequence[tuple[str, ...]]) -> str:
@@ -176,11 +205,12 @@ def methods(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def backtest_summary(windows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-    """Each method's sMAPE, MASE and 80% coverage averaged over the backtest windows."""
+    """Each method's sMAPE, MASE and interval coverage averaged over the backtest windows."""
     summary: dict[str, dict[str, float | None]] = {}
+    keys = ("smape", "mase", *(coverage_key(level) for level in INTERVALS))
     for name in methods(windows[0]):
         summary[name] = {}
-        for key in ("smape", "mase", "coverage_80"):
+        for key in keys:
             values = [methods(w)[name].get(key) for w in windows]
             known = [float(v) for v in values if v is not None]
             summary[name][key] = float(np.mean(known)) if len(known) == len(values) else None
@@ -189,14 +219,10 @@ def backtest_summary(windows: list[dict[str, Any]]) -> dict[str, dict[str, float
 
 def format_backtest(summary: dict[str, dict[str, float | None]]) -> str:
     """The mean over windows, one row per method."""
-    header = ("method", "mean sMAPE", "mean MASE", "mean 80% coverage")
+    levels = shown_levels(list(summary.values()))
+    header = ("method", "mean sMAPE", "mean MASE", *(f"mean {level}% coverage" for level in levels))
     cells = [header] + [
-        (
-            name,
-            _cell(f["smape"], ".2f"),
-            _cell(f["mase"], ".3f"),
-            _cell(None if f["coverage_80"] is None else 100 * f["coverage_80"], ".1f"),
-        )
+        (name, _cell(f["smape"], ".2f"), _cell(f["mase"], ".3f"), *coverage_cells(f, levels))
         for name, f in summary.items()
     ]
     return _render("all windows, mean:", cells)
@@ -237,9 +263,12 @@ def plot_samples(
     n: int = 6,
     seed: int = 0,
 ) -> None:
-    """PNG grid of n randomly chosen series: history tail, actual, median and 80% band."""
+    """PNG grid of n randomly chosen series: history tail, actual, median and the band of
+    each interval the quantiles bound (80%, 95%)."""
     forecasts, median = _check_forecasts(series_set, forecasts, quantiles)
-    lower, upper = (quantile_index(quantiles, q) for q in INTERVAL_80)
+    intervals = quantile_intervals(forecasts, quantiles)
+    # Wider intervals are drawn fainter, under the narrower ones.
+    bands = sorted(intervals, reverse=True)
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(series_set), size=min(n, len(series_set)), replace=False))
     cols = min(3, max(len(chosen), 1))
@@ -254,14 +283,15 @@ def plot_samples(
         history = series_set.train[i][-tail:]
         ax.plot(np.arange(-history.shape[0] + 1, 1), history, color="black", lw=1, label="history")
         ax.plot(steps, series_set.test[i], color="black", lw=1, ls="--", label="actual")
-        if lower is not None and upper is not None:
+        for level in bands:
+            lower, upper = intervals[level]
             ax.fill_between(
                 steps,
-                forecasts[i, :, lower],
-                forecasts[i, :, upper],
+                lower[i],
+                upper[i],
                 color="tab:blue",
-                alpha=0.25,
-                label="80% interval",
+                alpha=0.25 if level == 80 else 0.12,
+                label=f"{level}% interval",
             )
         ax.plot(steps, forecasts[i, :, median], color="tab:blue", lw=1.5, label="median")
         ax.set_title(series_set.ids[i], fontsize=9)

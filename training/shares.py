@@ -27,7 +27,7 @@ SHARE_GRID = tuple(round(0.1 * k, 1) for k in range(11))
 # The interval scales `fit --interval-scale auto` tries: half to twice the members' widths.
 SCALE_GRID = tuple(round(0.05 * k, 2) for k in range(10, 41))
 TARGET_COVERAGE = 0.8
-GRID_FIGURES = ("smape", "mase", "coverage_80")
+GRID_FIGURES = ("smape", "mase", "coverage_80", "coverage_95")
 FIGURE_NAMES = {"mase": "MASE", "smape": "sMAPE"}
 
 
@@ -38,7 +38,7 @@ def score_shares(
     max_history: int,
     quantiles: list[float],
 ) -> list[dict[str, float]]:
-    """sMAPE, MASE and 80% coverage of `validation` for each share, in the order given;
+    """sMAPE, MASE and interval coverage of `validation` for each share, in the order given;
     the model keeps the share it came with."""
     return score_grid(model, "theta_weight", shares, validation, max_history, quantiles)
 

@@ -40,7 +40,7 @@ def direct(handful: SeriesSet) -> pd.DataFrame:
         }
     )
     sf = StatsForecast(models=[AutoETS(season_length=12), AutoTheta(season_length=12)], freq=1)
-    out = sf.forecast(df=frame, h=handful.horizon, level=[80])
+    out = sf.forecast(df=frame, h=handful.horizon, level=[80, 95])
     # Rows grouped by series in the order of `ids`, steps in order within each.
     order = {sid: i for i, sid in enumerate(handful.ids)}
     return out.sort_values(
@@ -54,8 +54,8 @@ def test_peer_rows_match_statsforecast_called_directly(
 ) -> None:
     """Guards against a peer fitted on other data than the model (the test part, a cut
     history), on the wrong season length, or scored with different metric code: its
-    sMAPE, MASE and 80% coverage in the report must equal those of StatsForecast's own
-    forecasts of the same histories."""
+    sMAPE, MASE and 80% and 95% coverage in the report must equal those of StatsForecast's
+    own forecasts of the same histories."""
     h = handful.horizon
     peers = run_peers(handful)
     assert [p.name for p in peers] == list(PEERS)
@@ -63,17 +63,18 @@ def test_peer_rows_match_statsforecast_called_directly(
     result = evaluate(handful, model_forecasts, [0.1, 0.5, 0.9], peers)
     for peer in peers:
         point = direct[peer.name].to_numpy().reshape(HANDFUL, h)
-        lower = direct[f"{peer.name}-lo-80"].to_numpy().reshape(HANDFUL, h)
-        upper = direct[f"{peer.name}-hi-80"].to_numpy().reshape(HANDFUL, h)
         np.testing.assert_allclose(peer.point, point, rtol=1e-6)
         row = result["peers"][peer.name]
         assert row["smape"] == pytest.approx(metrics.smape(handful.test, point), rel=1e-6)
         assert row["mase"] == pytest.approx(
             metrics.mase(handful.test, point, handful.train, 12), rel=1e-6
         )
-        assert row["coverage_80"] == pytest.approx(
-            metrics.coverage(handful.test, lower, upper), abs=1e-9
-        )
+        for level in (80, 95):
+            lower = direct[f"{peer.name}-lo-{level}"].to_numpy().reshape(HANDFUL, h)
+            upper = direct[f"{peer.name}-hi-{level}"].to_numpy().reshape(HANDFUL, h)
+            assert row[f"coverage_{level}"] == pytest.approx(
+                metrics.coverage(handful.test, lower, upper), abs=1e-9
+            )
         assert row["cpu_ms_per_series"] > 0
 
 
@@ -94,8 +95,8 @@ def test_a_history_too_short_for_the_peer_gets_the_naive_forecast(name: str) -> 
     naive = Naive().forecast(y=tiny, h=4, level=[80])
     assert peer.fallbacks == 1
     np.testing.assert_allclose(peer.point[0], naive["mean"])
-    np.testing.assert_allclose(peer.lower[0], naive["lo-80"])
-    np.testing.assert_allclose(peer.upper[0], naive["hi-80"])
+    np.testing.assert_allclose(peer.intervals[80][0][0], naive["lo-80"])
+    np.testing.assert_allclose(peer.intervals[80][1][0], naive["hi-80"])
     assert not np.allclose(peer.point[1], longer[-1])  # the longer one: the peer itself
 
 
@@ -106,5 +107,5 @@ def test_a_constant_history_is_forecast_as_that_constant(name: str, length: int)
     constant = np.full(length, 4400.0)
     peer = forecast_peer(name, [constant], horizon=6, season_length=1)
     assert peer.fallbacks == 0
-    for row in (peer.point, peer.lower, peer.upper):
+    for row in (peer.point, *peer.intervals[80], *peer.intervals[95]):
         np.testing.assert_array_equal(row[0], np.full(6, 4400.0))

@@ -58,11 +58,28 @@ def test_evaluate_hand_computed() -> None:
     }
 
 
+def test_evaluate_scores_the_95_interval_by_its_own_quantiles() -> None:
+    """Guards against a 95% coverage read from the 80% quantiles, or the other way round.
+
+    95% bounds [[3, 3], [5, 5]] to [[5, 4.5], [8, 8]]: 4 yes, 5 no, 6 yes, 6 yes -> 0.75;
+    the 80% bounds of toy_forecasts cover 0.5.
+    """
+    lower_95 = np.array([[3.0, 3.0], [5.0, 5.0]])
+    upper_95 = np.array([[5.0, 4.5], [8.0, 8.0]])
+    toy = toy_forecasts()  # (N, H, 3)
+    forecasts = np.concatenate([lower_95[:, :, None], toy, upper_95[:, :, None]], axis=2)
+    result = evaluate(toy_set(), forecasts, [0.025, 0.1, 0.5, 0.9, 0.975])
+    assert (result["coverage_80"], result["coverage_95"]) == (0.5, 0.75)
+    assert result["smape"] == evaluate(toy_set(), toy, QUANTILES)["smape"]
+    assert evaluate(toy_set(), toy, QUANTILES)["coverage_95"] is None
+
+
 def test_evaluate_without_80_interval_and_without_median() -> None:
     """Guards against a coverage figure from the wrong quantiles, or no point forecast."""
     series = toy_set()
     result = evaluate(series, toy_forecasts()[:, :, :2], [0.25, 0.5])
     assert result["coverage_80"] is None
+    assert result["coverage_95"] is None
     with pytest.raises(ValueError, match=r"quantiles must include 0.5"):
         evaluate(series, toy_forecasts(), [0.1, 0.4, 0.9])
     with pytest.raises(ValueError, match=r"forecasts must have shape \[N, H, Q\] = \(2, 2, 3\)"):
@@ -88,6 +105,7 @@ def test_evaluate_m3_monthly_with_naive2_as_the_model() -> None:
         "smape",
         "mase",
         "coverage_80",
+        "coverage_95",
         "cpu_ms_per_series",
         "peers",
         "baselines",
@@ -124,6 +142,28 @@ def test_format_table_exact() -> None:
         "AutoETS           6.00  0.300          75.0          55.00\n"
         "seasonal_naive   39.64  1.250             -              -\n"
         "naive2          100.00      -             -              -"
+    )
+
+
+def test_format_table_shows_95_coverage_where_a_method_has_it() -> None:
+    """Guards against a 95% column dropped, or its figures put in the 80% column."""
+    result = {
+        "dataset": "toy",
+        "n_series": 2,
+        "horizon": 2,
+        "smape": 5.5555,
+        "mase": 0.25,
+        "coverage_80": 0.5,
+        "coverage_95": 0.75,
+        "cpu_ms_per_series": 0.123,
+        "peers": {},
+        "baselines": {"naive2": {"smape": 100.0, "mase": 1.0}},
+    }
+    assert format_table(result) == (
+        "toy: 2 series, horizon 2\n"
+        "method   sMAPE   MASE  80% coverage  95% coverage  CPU ms/series\n"
+        "model     5.56  0.250          50.0          75.0           0.12\n"
+        "naive2  100.00  1.000             -             -              -"
     )
 
 
