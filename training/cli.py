@@ -39,6 +39,7 @@ from training.members import MemberTask, default_jobs, threads_per_job, train_me
 from training.metrics import INTERVALS, coverage_key
 from training.model import (
     COMBINE_RULES,
+    TAIL_BASE,
     EnsembleConfig,
     EnsembleForecaster,
     ModelConfig,
@@ -46,7 +47,13 @@ from training.model import (
     ensemble_of,
 )
 from training.peers import run_peers
-from training.reexport import check_same_forecasts, rebuilt, reexport_facts
+from training.reexport import (
+    check_same_forecasts,
+    output_quantiles,
+    rebuilt,
+    reexport_facts,
+    with_tails,
+)
 from training.report import (
     backtest_summary,
     evaluate,
@@ -59,8 +66,10 @@ from training.report import (
 from training.shares import (
     SCALE_GRID,
     SHARE_GRID,
+    TAIL_GRID,
     best_interval_scale,
     best_share,
+    best_tail_ratio,
     score_grid,
     score_shares,
     setting_set,
@@ -182,6 +191,20 @@ def positive_or_auto(text: str) -> float | str:
     return text if text == "auto" else positive(text)
 
 
+def tail_ratio(text: str) -> float:
+    """A 95% interval's distance from the point forecast, in 80% intervals: 0 (none) or
+    at least 1."""
+    value = float(text)
+    if not (value == 0.0 or value >= 1.0):
+        raise argparse.ArgumentTypeError(f"must be 0 (no 95% interval) or >= 1, got {text}")
+    return value
+
+
+def tail_ratio_or_auto(text: str) -> float | str:
+    """`fit --tail-ratio`: "auto" or a tail ratio."""
+    return text if text == "auto" else tail_ratio(text)
+
+
 def default_lookback(horizon: int, season_length: int, longest: int) -> int:
     """The history a member reads when none is given: enough seasons and horizons to see
     the pattern, bounded so that training cost does not grow with the longest series."""
@@ -273,6 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
         "members' own widths), or auto: the factor of 0.5, 0.55, ..., 2 whose 80%% interval "
         "covers the validation targets nearest 80%%, scored with the members before their "
         "refit at the exported Theta share (with --validate-only, auto is 1)",
+    )
+    fit_parser.add_argument(
+        "--tail-ratio",
+        type=tail_ratio_or_auto,
+        default="auto",
+        help="add a 95%% interval (quantiles 0.025 and 0.975) this many times as far from "
+        "the point forecast as the 80%% one, on each side (0: none), or auto: the ratio of "
+        "1, 1.05, ..., 3 whose 95%% interval covers the validation targets nearest 95%%, "
+        "scored with the members before their refit at the exported share and scale "
+        "(with --validate-only, or members of other quantiles than 0.1 0.5 0.9, auto is 0)",
     )
     fit_parser.add_argument(
         "--companions",
@@ -400,6 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, help="the folder to export to (default: the model folder, replaced)"
     )
     reexport_parser.add_argument(
+        "--tail-ratio",
+        type=tail_ratio,
+        help="add a 95%% interval this many 80%% intervals wide to a model without one "
+        "(fit --tail-ratio); every quantile the model had is checked unchanged",
+    )
+    reexport_parser.add_argument(
         "--no-peers", action="store_true", help="skip AutoETS and AutoTheta"
     )
     reexport_parser.add_argument(
@@ -429,6 +468,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive,
         help="multiply every quantile's distance from the point forecast by this "
         "(default: the model's own)",
+    )
+    grid_parser.add_argument(
+        "--tail-ratio",
+        type=tail_ratio,
+        help="score a 95%% interval this many 80%% intervals wide (default: the model's own)",
     )
     grid_parser.add_argument("--out", type=Path, help="JSON file (default: print only)")
 
@@ -739,6 +783,35 @@ def chosen_interval_scale(
     return {"interval_scale": scale, "chosen_by": "80% coverage nearest 80%", "grid": rows}
 
 
+def chosen_tail_ratio(
+    args: argparse.Namespace,
+    runs: list[tuple[TrainConfig, TrainResult]],
+    config: EnsembleConfig,
+    validation: SeriesSet,
+    max_history: int,
+) -> dict[str, Any]:
+    """The tail ratio `fit` exports, how it was chosen and, for `auto`, each ratio's
+    validation figures: as `chosen_interval_scale`, at the share and scale already chosen."""
+    if args.tail_ratio != "auto":
+        return {"tail_ratio": args.tail_ratio, "chosen_by": "given"}
+    if args.validate_only:
+        print("no 95% interval (--validate-only: score tail ratios with theta-grid)")
+        return {"tail_ratio": 0.0, "chosen_by": "--validate-only: theta-grid scores ratios"}
+    if config.member_quantiles != (TAIL_BASE[0], 0.5, TAIL_BASE[1]):
+        print(f"no 95% interval: the members forecast quantiles {config.member_quantiles}")
+        return {"tail_ratio": 0.0, "chosen_by": "members of other quantiles than 0.1 0.5 0.9"}
+    # Built with tails, so that the grid scores them: each ratio of it is one >= 1.
+    with_tails = replace(config, tail_ratio=TAIL_GRID[0])
+    rows = early_grid(runs, with_tails, "tail_ratio", TAIL_GRID, validation, max_history)
+    ratio = best_tail_ratio(rows)
+    coverage = next(row["coverage_95"] for row in rows if row["tail_ratio"] == ratio)
+    print(
+        f"tail ratio {ratio:g}: its 95% interval covers {100 * coverage:.1f}% of the "
+        "validation targets"
+    )
+    return {"tail_ratio": ratio, "chosen_by": "95% coverage nearest 95%", "grid": rows}
+
+
 def run_fit(args: argparse.Namespace) -> None:
     series, min_history = load_series(args, args.min_history, validation=True)
     if args.origin:
@@ -806,7 +879,7 @@ def run_fit(args: argparse.Namespace) -> None:
         combine=args.combine,
         theta_season_length=series.season_length,
     )
-    quantiles = list(ensemble_config.quantiles)
+    member_quantiles = list(ensemble_config.member_quantiles)
     dynamic_choice, share_rows = chosen_theta_dynamic(
         args, runs, ensemble_config, validation, max_history
     )
@@ -821,6 +894,9 @@ def run_fit(args: argparse.Namespace) -> None:
     ensemble_config = replace(ensemble_config, theta_weight=theta_choice["theta_weight"])
     scale_choice = chosen_interval_scale(args, runs, ensemble_config, validation, max_history)
     ensemble_config = replace(ensemble_config, interval_scale=scale_choice["interval_scale"])
+    tail_choice = chosen_tail_ratio(args, runs, ensemble_config, validation, max_history)
+    ensemble_config = replace(ensemble_config, tail_ratio=tail_choice["tail_ratio"])
+    quantiles = list(ensemble_config.quantiles)
     ensemble = ensemble_of(members, ensemble_config).eval()
     # Scored as the service runs it, so the CPU column is the scripted forward pass, as
     # `evaluate` measures it (export proves scripted and eager forecasts equal).
@@ -833,7 +909,8 @@ def run_fit(args: argparse.Namespace) -> None:
     print(f"validation split (each series' last horizon training points{in_sample}):")
     print(format_table(val_result))
     val_result["members"] = [
-        scored(validation, member, max_history, quantiles, peers=False)[0] for member in members
+        scored(validation, member, max_history, member_quantiles, peers=False)[0]
+        for member in members
     ]
     for i, member_result in enumerate(val_result["members"]):
         print(
@@ -877,6 +954,7 @@ def run_fit(args: argparse.Namespace) -> None:
         "theta_dynamic": dynamic_choice,
         "theta_share": theta_choice,
         "interval_scale": scale_choice,
+        "tail_ratio": tail_choice,
         "validation": {
             key: val_result[key]
             for key in ("smape", "mase", "coverage_80", "coverage_95", "peers", "baselines")
@@ -935,9 +1013,13 @@ TRAINING_REPORTS = ("validation.json", "learning_curve.png")
 
 def run_reexport(args: argparse.Namespace) -> None:
     exported, metadata, series = exported_series(args)
+    old_quantiles = metadata["quantiles"]
+    if args.tail_ratio is not None:
+        metadata = with_tails(metadata, args.tail_ratio)
     model = rebuilt(exported, metadata)
-    max_history, quantiles = metadata["max_history"], metadata["quantiles"]
-    difference = check_same_forecasts(exported, model, series.train, max_history)
+    max_history, quantiles = metadata["max_history"], output_quantiles(metadata)
+    columns = [quantiles.index(q) for q in old_quantiles]
+    difference = check_same_forecasts(exported, model, series.train, max_history, columns)
     print(
         f"{args.model}: rebuilt by this code; its forecasts of {len(series)} histories differ "
         f"from the exported file's by at most {difference:.2g} (relative)"
@@ -976,12 +1058,13 @@ def run_theta_grid(args: argparse.Namespace) -> None:
         config["theta_dynamic_from"], config["theta_dynamic_full"] = args.theta_dynamic
     if args.interval_scale is not None:
         config["interval_scale"] = args.interval_scale
+    if args.tail_ratio is not None:
+        config["tail_ratio"] = args.tail_ratio
     model = rebuilt(scripted, {**metadata, "model_config": config})
     if not isinstance(model, EnsembleForecaster):
         raise ValueError(f"{args.model}: a single forecaster has no Theta share to score")
-    rows = score_shares(
-        model, validation, args.weights, metadata["max_history"], metadata["quantiles"]
-    )
+    quantiles = output_quantiles({"model_config": config})
+    rows = score_shares(model, validation, args.weights, metadata["max_history"], quantiles)
     for row in rows:
         coverages = ", ".join(
             f"{level}% coverage {100 * row[coverage_key(level)]:.1f}"

@@ -34,6 +34,10 @@ ABSOLUTE_SCALE_FLOOR = 1e-30
 COMBINE_RULES = ("median", "mean")
 # The most history the Theta part reads: its smoothing cost grows with its square.
 DEFAULT_THETA_LOOKBACK = 256
+# The members' interval the ensemble widens into its 95% interval (`tail_ratio`), and the
+# quantiles that bound the wider one.
+TAIL_BASE = (0.1, 0.9)
+TAIL_QUANTILES = (0.025, 0.975)
 
 
 @dataclass
@@ -284,12 +288,18 @@ class EnsembleConfig:
     # Theta move: a width calibrated on validation for a combination whose point forecast
     # errs less than the members' own, whose widths it keeps. 1: the members' widths.
     interval_scale: float = 1.0
+    # The 95% interval's bounds (quantiles 0.025 and 0.975) lie this many times as far from
+    # the point forecast as the 80% interval's, on each side: tails the members do not
+    # learn, calibrated on validation instead. 0: no 95% interval; else at least 1.
+    tail_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.theta_weight <= 1.0:
             raise ValueError(f"theta_weight must be in [0, 1], got {self.theta_weight}")
         if not self.interval_scale > 0.0:
             raise ValueError(f"interval_scale must be > 0, got {self.interval_scale}")
+        if not (self.tail_ratio == 0.0 or self.tail_ratio >= 1.0):
+            raise ValueError(f"tail_ratio must be 0 (off) or >= 1, got {self.tail_ratio}")
         self.members = [
             m if isinstance(m, ModelConfig) else ModelConfig.from_dict(m) for m in self.members
         ]
@@ -307,14 +317,27 @@ class EnsembleConfig:
             raise ValueError(
                 f"combine must be one of {', '.join(COMBINE_RULES)}, got {self.combine!r}"
             )
+        # The tails go outside every member quantile, so the members' must be these three.
+        if self.tail_ratio and first.quantiles != (TAIL_BASE[0], 0.5, TAIL_BASE[1]):
+            raise ValueError(
+                f"tail_ratio widens members of quantiles {TAIL_BASE[0]}, 0.5, {TAIL_BASE[1]}; "
+                f"these have {first.quantiles}"
+            )
 
     @property
     def horizon(self) -> int:
         return self.members[0].horizon
 
     @property
-    def quantiles(self) -> tuple[float, ...]:
+    def member_quantiles(self) -> tuple[float, ...]:
         return self.members[0].quantiles
+
+    @property
+    def quantiles(self) -> tuple[float, ...]:
+        """The ensemble's outputs: the members' quantiles, and the tails when it has them."""
+        if not self.tail_ratio:
+            return self.member_quantiles
+        return (TAIL_QUANTILES[0], *self.member_quantiles, TAIL_QUANTILES[1])
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "members": [m.to_dict() for m in self.members]}
@@ -331,8 +354,9 @@ class EnsembleForecaster(nn.Module):
 
     Both rules are monotone in every member's output, the Theta move shifts every quantile
     of a step alike and a positive interval scale keeps their order, so quantiles that do
-    not cross in any member do not cross in the ensemble; equivariance to shift and
-    positive scale carries over from the members and from Theta.
+    not cross in any member do not cross in the ensemble; tails at least as far out as
+    the 80% bounds keep it so. Equivariance to shift and positive scale carries over from
+    the members and from Theta, and each step after them is affine in the quantiles.
     """
 
     def __init__(
@@ -345,7 +369,11 @@ class EnsembleForecaster(nn.Module):
         theta_dynamic_from: int = 0,
         theta_dynamic_full: int = 0,
         interval_scale: float = 1.0,
+        tail_ratio: float = 0.0,
+        tail_base: tuple[int, int] = (0, 0),
     ) -> None:
+        """`tail_base`: the columns of the members' 0.1 and 0.9 quantiles, which `tail_ratio`
+        widens into the 95% interval's bounds (EnsembleConfig)."""
         super().__init__()
         if combine not in COMBINE_RULES:
             raise ValueError(f"combine must be one of {', '.join(COMBINE_RULES)}, got {combine!r}")
@@ -353,6 +381,8 @@ class EnsembleForecaster(nn.Module):
         self.use_median = combine == "median"
         self.theta_weight = theta_weight
         self.interval_scale = interval_scale
+        self.tail_ratio = tail_ratio
+        self.tail_base = list(tail_base)
         self.point_index = members[0].point_index
         self.theta = ThetaForecaster(
             members[0].horizon,
@@ -377,9 +407,14 @@ class EnsembleForecaster(nn.Module):
             theta = self.theta(values, lengths)  # (B, horizon)
             move = self.theta_weight * (theta - combined[:, :, self.point_index])  # (B, horizon)
             combined = combined + move.unsqueeze(2)  # (B, horizon, Q)
+        point = combined[:, :, self.point_index : self.point_index + 1]  # (B, horizon, 1)
         if self.interval_scale != 1.0:
-            point = combined[:, :, self.point_index : self.point_index + 1]  # (B, horizon, 1)
             combined = point + self.interval_scale * (combined - point)  # (B, horizon, Q)
+        if self.tail_ratio > 0.0:
+            low, high = self.tail_base[0], self.tail_base[1]
+            lower = point + self.tail_ratio * (combined[:, :, low : low + 1] - point)
+            upper = point + self.tail_ratio * (combined[:, :, high : high + 1] - point)
+            combined = torch.cat([lower, combined, upper], dim=2)  # (B, horizon, Q + 2)
         return combined
 
 
@@ -424,4 +459,14 @@ def ensemble_of(members: list[StackedLSTMForecaster], config: EnsembleConfig) ->
         config.theta_dynamic_from,
         config.theta_dynamic_full,
         config.interval_scale,
+        config.tail_ratio,
+        tail_base(config.member_quantiles),
     )
+
+
+def tail_base(quantiles: tuple[float, ...]) -> tuple[int, int]:
+    """The columns of TAIL_BASE among the members' quantiles; (0, 0) where they lack it
+    (an ensemble without tails never reads them)."""
+    if not set(TAIL_BASE) <= set(quantiles):
+        return (0, 0)
+    return (quantiles.index(TAIL_BASE[0]), quantiles.index(TAIL_BASE[1]))

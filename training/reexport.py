@@ -7,6 +7,10 @@ set. The rebuilt module must forecast every history it is checked on within expo
 tolerance of the file it replaces: a change that moves forecasts is a new model, and
 needs `fit`. The training record is kept, with the version and code it was trained
 as; the evaluation is measured anew, on the new file, as `evaluate` measures it.
+
+One change of forecasts is allowed, as it leaves every one the file made as it was: a
+95% interval added to a model without one (`with_tails`), its bounds computed from the
+80% interval the model already forecasts.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from training.export import (
     history_scale,
     relative_error,
 )
-from training.model import rebuild
+from training.model import config_from_dict, rebuild
 from training.train import forecast
 from training.windows import pad_right
 
@@ -45,14 +49,43 @@ def rebuilt(scripted: Any, metadata: dict[str, Any]) -> nn.Module:
     return model.eval()
 
 
+def with_tails(metadata: dict[str, Any], ratio: float) -> dict[str, Any]:
+    """The metadata of the same ensemble with a 95% interval of this tail ratio
+    (`EnsembleConfig.tail_ratio`), and the ratio in its training record; ValueError for a
+    single forecaster or a model whose 95% interval is another ratio's (fit changes it)."""
+    config = metadata["model_config"]
+    if "members" not in config:
+        raise ValueError(f"model {metadata['name']}: a single forecaster has no tail ratio")
+    own = config.get("tail_ratio", 0.0)
+    if own not in (0.0, ratio):
+        raise ValueError(
+            f"model {metadata['name']} has a 95% interval of tail ratio {own:g} already; "
+            f"another ratio changes its forecasts (retrain it with fit --tail-ratio {ratio:g})"
+        )
+    training = {**metadata["training"], "tail_ratio": {"tail_ratio": ratio, "chosen_by": "given"}}
+    return {**metadata, "model_config": {**config, "tail_ratio": ratio}, "training": training}
+
+
+def output_quantiles(metadata: dict[str, Any]) -> list[float]:
+    """The quantiles the module its `model_config` describes forecasts."""
+    return list(config_from_dict(metadata["model_config"]).quantiles)
+
+
 def check_same_forecasts(
-    exported: Any, model: nn.Module, histories: list[np.ndarray], max_history: int
+    exported: Any,
+    model: nn.Module,
+    histories: list[np.ndarray],
+    max_history: int,
+    columns: list[int] | None = None,
 ) -> float:
     """The largest relative difference between the two modules' forecasts of `histories`
     (export.relative_error, each series' scale its mean |value|); ExportCheckError above
-    export's tolerance."""
+    export's tolerance. `columns`: those of the rebuilt module's quantiles that the
+    exported file forecasts, in its order (default: all)."""
     old = torch.from_numpy(forecast(exported, histories, max_history))  # (N, H, Q)
-    new = torch.from_numpy(forecast(model, histories, max_history))  # (N, H, Q)
+    new = torch.from_numpy(forecast(model, histories, max_history))  # (N, H, Q')
+    if columns is not None:
+        new = new[:, :, columns]  # (N, H, Q)
     values, lengths = pad_right([h[-max_history:] for h in histories])  # (N, T), (N,)
     scale = history_scale(torch.from_numpy(values), torch.from_numpy(lengths))  # (N,)
     error = relative_error(new, old, scale.to(torch.float64))

@@ -7,7 +7,9 @@ validation targets. `fit --theta-weight auto` keeps the share with the lowest MA
 `theta-grid` prints the whole grid for a model written by `fit --validate-only`. Then
 `fit --interval-scale auto` scales every quantile's distance from the point forecast
 (`EnsembleForecaster.interval_scale`) by the factor of a grid whose 80% interval covers
-the validation targets nearest 80%.
+the validation targets nearest 80%, and `fit --tail-ratio auto` sets the 95% interval's
+bounds the ratio of a grid times as far out (`EnsembleForecaster.tail_ratio`) whose 95%
+interval covers them nearest 95%.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ SHARE_GRID = tuple(round(0.1 * k, 1) for k in range(11))
 # The interval scales `fit --interval-scale auto` tries: half to twice the members' widths.
 SCALE_GRID = tuple(round(0.05 * k, 2) for k in range(10, 41))
 TARGET_COVERAGE = 0.8
+# The tail ratios `fit --tail-ratio auto` tries: the 95% interval 1 to 3 times as wide as
+# the 80% one (a normal distribution's is 1.53 times).
+TAIL_GRID = tuple(round(0.05 * k, 2) for k in range(20, 61))
+TAIL_TARGET_COVERAGE = 0.95
 GRID_FIGURES = ("smape", "mase", "coverage_80", "coverage_95")
 FIGURE_NAMES = {"mase": "MASE", "smape": "sMAPE"}
 
@@ -98,3 +104,11 @@ def best_interval_scale(rows: list[dict[str, float]]) -> float | None:
         key=lambda row: (abs(row["coverage_80"] - TARGET_COVERAGE), abs(row["interval_scale"] - 1)),
     )
     return best["interval_scale"]
+
+
+def best_tail_ratio(rows: list[dict[str, float]]) -> float:
+    """The tail ratio whose 95% coverage is nearest 95%, the smaller of a tie."""
+    best = min(
+        rows, key=lambda row: (abs(row["coverage_95"] - TAIL_TARGET_COVERAGE), row["tail_ratio"])
+    )
+    return best["tail_ratio"]

@@ -90,7 +90,11 @@ def test_fit_exports_reloads_registers_and_evaluates(tmp_path: Path) -> None:
     values = torch.tensor(seasonal_series(1, 40)[0], dtype=torch.float32).unsqueeze(0)
     with torch.inference_mode():
         result = scripted(values, torch.tensor([40]))
-    assert result.shape == (1, 6, 3) and torch.isfinite(result).all()
+    # The members' three quantiles and the 95% interval fit widened them into.
+    assert metadata["quantiles"] == [0.025, 0.1, 0.5, 0.9, 0.975]
+    assert metadata["training"]["tail_ratio"]["chosen_by"] == "95% coverage nearest 95%"
+    assert metadata["model_config"]["tail_ratio"] >= 1.0
+    assert result.shape == (1, 6, 5) and torch.isfinite(result).all()
 
     stored = home / "models" / "forecaster-shop" / metadata["version"]
     assert (stored / "model.ts").read_bytes() == (out / "model.ts").read_bytes()

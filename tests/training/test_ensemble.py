@@ -11,6 +11,7 @@ from training.model import (
     EnsembleForecaster,
     ModelConfig,
     StackedLSTMForecaster,
+    ensemble_of,
 )
 
 QUANTILES = (0.05, 0.1, 0.5, 0.9, 0.95)
@@ -89,3 +90,68 @@ def test_ensemble_config_round_trips_and_rejects_disagreeing_members() -> None:
         EnsembleConfig(members=[ModelConfig(horizon=5), ModelConfig(horizon=6)])
     with pytest.raises(ValueError, match="combine must be one of median, mean, got 'max'"):
         EnsembleConfig(combine="max")
+
+
+def three_quantile_ensemble(tail_ratio: float, theta_weight: float = 0.0) -> EnsembleForecaster:
+    """Two members of quantiles 0.1, 0.5, 0.9 and wildly different spreads, as fit builds
+    them, with the 95% interval `tail_ratio` 80% intervals wide."""
+    member_config = ModelConfig(horizon=4, hidden=8)
+    parts = []
+    for seed in range(2):
+        torch.manual_seed(seed)
+        member = StackedLSTMForecaster(member_config).eval()
+        with torch.no_grad():
+            member.head[-1].bias.normal_(std=10.0)
+        parts.append(member)
+    config = EnsembleConfig(
+        members=[member_config, member_config],
+        theta_weight=theta_weight,
+        theta_season_length=1,
+        interval_scale=0.9,
+        tail_ratio=tail_ratio,
+    )
+    return ensemble_of(parts, config).eval()
+
+
+@pytest.mark.parametrize("ratio", [1.0, 1.7, 3.0])
+def test_tails_widen_the_80_interval_by_the_ratio_and_never_cross(ratio: float) -> None:
+    """Guards against tails taken from the wrong quantiles, widened from another centre
+    than the point forecast, or inside the 80% bounds; the rest must stay as it was."""
+    with_tails = torch.jit.script(three_quantile_ensemble(ratio, theta_weight=0.5))
+    without = torch.jit.script(three_quantile_ensemble(0.0, theta_weight=0.5))
+    values, lengths = random_batch(count=32, min_length=1, max_length=30, seed=15)
+    with torch.inference_mode():
+        out = with_tails(values, lengths)  # (32, 4, 5)
+        plain = without(values, lengths)  # (32, 4, 3)
+    assert out.shape == (32, 4, 5)
+    assert torch.equal(out[:, :, 1:4], plain)
+    point = plain[:, :, 1]
+    torch.testing.assert_close(out[:, :, 0], point + ratio * (plain[:, :, 0] - point))
+    torch.testing.assert_close(out[:, :, 4], point + ratio * (plain[:, :, 2] - point))
+    assert (out[:, :, 1:] >= out[:, :, :-1]).all()
+
+
+def test_tails_keep_the_forecast_equivariant() -> None:
+    """Guards against tails that do not follow a shift and a positive scale of the
+    history, as every other quantile does."""
+    ensemble = three_quantile_ensemble(1.8, theta_weight=0.5)
+    values, lengths = random_batch(count=8, min_length=3, max_length=30, seed=16)
+    shift, scale = -250.0, 40.0
+    with torch.inference_mode():
+        base = ensemble(values, lengths)
+        moved = ensemble(values * scale + shift, lengths)
+    spread = scale * history_scale(values, lengths)
+    assert relative_error(moved, base * scale + shift, spread) <= 1e-5
+
+
+def test_tail_config_lists_the_tails_and_rejects_what_it_cannot_widen() -> None:
+    config = EnsembleConfig(members=[ModelConfig(horizon=5)], tail_ratio=1.5)
+    assert config.quantiles == (0.025, 0.1, 0.5, 0.9, 0.975)
+    assert config.member_quantiles == (0.1, 0.5, 0.9)
+    assert EnsembleConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match=r"tail_ratio must be 0 \(off\) or >= 1, got 0\.5"):
+        EnsembleConfig(members=[ModelConfig()], tail_ratio=0.5)
+    with pytest.raises(
+        ValueError, match=r"tail_ratio widens members of quantiles 0\.1, 0\.5, 0\.9"
+    ):
+        EnsembleConfig(members=[ModelConfig(quantiles=QUANTILES)], tail_ratio=1.5)

@@ -106,6 +106,37 @@ def test_reexport_refuses_a_module_that_forecasts_differently(
     assert {p.name: p.read_bytes() for p in (tmp_path / "shop").iterdir()} == before
 
 
+@pytest.mark.slow
+def test_reexport_adds_a_95_interval_and_keeps_every_quantile_the_model_had(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Guards against `--tail-ratio` moving a forecast the model made, losing the tails'
+    record, or changing the tails of a model that has them."""
+    series = seasonal_series(10, 60)
+    data = write_csv(tmp_path / "shop.csv", series)
+    exported_ensemble(tmp_path / "old")
+    old_file, _ = load_exported(tmp_path / "old")
+    args = ["reexport", "--model", str(tmp_path / "old"), "--csv", str(data), "--no-peers"]
+    assert (
+        main([*args, "--tail-ratio", "1.8", "--out", str(tmp_path / "new"), "--no-register"]) == 0
+    )
+
+    new_file, new_metadata = load_exported(tmp_path / "new")
+    assert new_metadata["quantiles"] == [0.025, 0.1, 0.5, 0.9, 0.975]
+    assert new_metadata["point_quantile_index"] == 2
+    assert new_metadata["model_config"]["tail_ratio"] == 1.8
+    assert new_metadata["training"]["tail_ratio"] == {"tail_ratio": 1.8, "chosen_by": "given"}
+    histories = [s[:-HORIZON] for s in series]
+    old, new = forecast(old_file, histories, 60), forecast(new_file, histories, 60)
+    np.testing.assert_allclose(new[:, :, 1:4], old, rtol=1e-6)
+    np.testing.assert_allclose(new[:, :, 4], old[:, :, 1] + 1.8 * (old[:, :, 2] - old[:, :, 1]))
+    assert new_metadata["evaluation"]["coverage_95"] is not None
+
+    again = ["reexport", "--model", str(tmp_path / "new"), "--csv", str(data), "--no-peers"]
+    assert main([*again, "--tail-ratio", "2", "--no-register"]) == 2  # refused as bad input
+    assert "tail ratio 1.8 already" in capsys.readouterr().err
+
+
 def test_rebuilt_refuses_weights_of_another_layout(tmp_path: Path) -> None:
     """Guards against loading weights into a module they do not fit (a layout change)
     without saying that the model needs retraining."""

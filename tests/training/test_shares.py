@@ -7,7 +7,13 @@ import pytest
 
 from training.data import SeriesSet
 from training.metrics import coverage, mase
-from training.shares import best_interval_scale, best_share, score_grid, score_shares
+from training.shares import (
+    best_interval_scale,
+    best_share,
+    best_tail_ratio,
+    score_grid,
+    score_shares,
+)
 from training.train import forecast
 
 from .test_theta import ensemble
@@ -60,6 +66,19 @@ def toy_validation() -> SeriesSet:
     ]
     targets = [h[-1] + rng.normal(0, 2, 4) for h in histories]
     return SeriesSet("toy", "toy", 4, 4, [f"s{k}" for k in range(6)], histories, targets)
+
+
+def test_the_best_tail_ratio_covers_nearest_95_percent_and_the_smaller_of_a_tie() -> None:
+    rows = [
+        {"tail_ratio": 1.5, "coverage_95": 0.91},
+        {"tail_ratio": 1.7, "coverage_95": 0.94},
+        {"tail_ratio": 1.9, "coverage_95": 0.965},
+        {"tail_ratio": 2.1, "coverage_95": 0.97},
+    ]
+    assert best_tail_ratio(rows) == 1.7
+    assert best_tail_ratio(rows[2:]) == 1.9
+    tie = [{"tail_ratio": 1.6, "coverage_95": 0.94}, {"tail_ratio": 1.8, "coverage_95": 0.96}]
+    assert best_tail_ratio(tie) == 1.6
 
 
 def test_each_interval_scale_is_scored_as_that_width_and_the_model_keeps_its_own() -> None:
