@@ -38,17 +38,20 @@ format: setup
 # helped there alone on validation (same file).
 # Each gets the in-module Theta method's share chosen over nested validation origins
 # (same file; 0 for m3-other), its dynamic Theta ramp (off but for yearly) and its
-# interval scale (1, the members' own widths, but for yearly) given, not fit's own
-# one-origin choices (--theta-dynamic auto, --theta-weight auto, --interval-scale auto).
+# interval scale (1, the members' own widths, but for yearly) and its 95% interval's tail
+# ratio given (each the mean over the same origins), not fit's own one-origin choices
+# (--theta-dynamic auto, --theta-weight auto, --interval-scale auto, --tail-ratio auto).
 train: setup
 	for dataset in $(or $(DATASET),m3-monthly m3-quarterly m3-yearly m3-other); do \
 		case $$dataset in \
-			m3-monthly) flags="--theta-dynamic 0 0 --theta-weight 0.5 --interval-scale 1";; \
-			m3-quarterly) flags="--theta-dynamic 0 0 --theta-weight 0.25 --interval-scale 1";; \
+			m3-monthly) flags="--theta-dynamic 0 0 --theta-weight 0.5 --interval-scale 1 \
+				--tail-ratio 1.85";; \
+			m3-quarterly) flags="--theta-dynamic 0 0 --theta-weight 0.25 --interval-scale 1 \
+				--tail-ratio 1.65";; \
 			m3-yearly) flags="--trend-base --theta-dynamic 4 12 --theta-weight 0.6 \
-				--interval-scale 0.95";; \
+				--interval-scale 0.95 --tail-ratio 1.9";; \
 			m3-other) flags="--no-refit --theta-dynamic 0 0 --theta-weight 0 \
-				--interval-scale 1";; \
+				--interval-scale 1 --tail-ratio 1.9";; \
 			*) flags=;; \
 		esac; \
 		$(BIN)/python -m training fit --dataset $$dataset $$flags || exit 1; \
