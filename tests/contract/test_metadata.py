@@ -83,19 +83,19 @@ def shipped_dict() -> dict[str, Any]:
             "quantiles must be strictly increasing, got [0.9, 0.5, 0.1]",
         ),
         (
-            {"point_quantile_index": 3},
+            {"quantiles": [0.1, 0.5, 0.9], "point_quantile_index": 3},
             "point_quantile_index 3 is outside quantiles [0.1, 0.5, 0.9] (0 to 2)",
         ),
         (
-            {"point_quantile_index": -1},
+            {"quantiles": [0.1, 0.5, 0.9], "point_quantile_index": -1},
             "point_quantile_index -1 is outside quantiles [0.1, 0.5, 0.9] (0 to 2)",
         ),
         (
-            {"point_quantile_index": 0},
+            {"quantiles": [0.1, 0.5, 0.9], "point_quantile_index": 0},
             "point_quantile_index 0 does not point at 0.5: quantiles[0] is 0.1",
         ),
         (
-            {"quantiles": [0.1, 0.4, 0.9]},
+            {"quantiles": [0.1, 0.4, 0.9], "point_quantile_index": 1},
             "point_quantile_index 1 does not point at 0.5: quantiles[1] is 0.4",
         ),
         (
@@ -188,7 +188,7 @@ def test_metadata_is_frozen_and_replace_validates() -> None:
     assert metadata.replace(horizon=3).horizon == 3
     assert metadata.horizon == 18
     with pytest.raises(ValidationError, match=r"does not point at 0\.5"):
-        metadata.replace(point_quantile_index=2)
+        metadata.replace(point_quantile_index=metadata.point_quantile_index + 1)
 
 
 def assert_round_trips(directory: Path) -> ModelMetadata:

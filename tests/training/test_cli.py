@@ -550,7 +550,8 @@ def test_the_lstm_part_alone_keeps_the_members_widths_in_old_and_new_modules() -
     lstm = combined_parts(model, histories, metadata["max_history"])["LSTM ensemble"]
     with share_set(model, 0.0):
         narrowed = forecast(model, histories, metadata["max_history"])  # (20, H, Q)
-    point = narrowed[:, :, 1:2]
+    index = metadata["point_quantile_index"]
+    point = narrowed[:, :, index : index + 1]
     np.testing.assert_allclose(lstm, point + (narrowed - point) / scale, rtol=1e-5, atol=1e-3)
     assert model.interval_scale == scale
 

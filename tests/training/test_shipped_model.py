@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from training.data import load_m3
 from training.export import history_scale, relative_error
-from training.metrics import coverage, smape
+from training.metrics import INTERVALS, coverage, smape
 from training.model import RELATIVE_SCALE_FLOOR
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -57,10 +57,11 @@ def test_metadata_matches_the_model_and_the_data(shipped: Shipped) -> None:
     name = metadata["name"]
     assert metadata["schema_version"] == 1 and name in HORIZONS
     assert metadata["horizon"] == HORIZONS[name]
-    assert metadata["quantiles"] == [0.1, 0.5, 0.9]
+    # The members' quantiles and the 95% interval's bounds around them.
+    assert metadata["quantiles"] == [0.025, 0.1, 0.5, 0.9, 0.975]
     with torch.inference_mode():
         out = model(torch.ones(1, 30) * 50.0, torch.tensor([30]))
-    assert out.shape == (1, HORIZONS[name], 3)
+    assert out.shape == (1, HORIZONS[name], 5)
     assert (MODELS / name / "model.ts").stat().st_size < 5 * 1024 * 1024
 
 
@@ -72,14 +73,14 @@ def test_all_series_in_one_batch_equal_each_alone(shipped: Shipped) -> None:
     series = histories(metadata)
     values, lengths = one_padded_batch(series)
     with torch.inference_mode():
-        batched = model(values, lengths)  # (N, H, 3)
+        batched = model(values, lengths)  # (N, H, Q)
         alone = torch.cat(
             [
                 model(torch.from_numpy(h).float().unsqueeze(0), torch.tensor([len(h)]))
                 for h in series
             ]
-        )  # (N, H, 3)
-    assert batched.shape == (len(series), metadata["horizon"], 3)
+        )  # (N, H, Q)
+    assert batched.shape == (len(series), metadata["horizon"], len(metadata["quantiles"]))
     assert relative_error(batched, alone, history_scale(values, lengths)) <= 1e-5
 
 
@@ -89,15 +90,16 @@ def test_reported_figures_are_what_the_file_scores(shipped: Shipped) -> None:
     model, metadata = shipped
     values, lengths = one_padded_batch(histories(metadata))
     with torch.inference_mode():
-        forecasts = model(values, lengths).double().numpy()  # (N, H, 3)
+        forecasts = model(values, lengths).double().numpy()  # (N, H, Q)
     actual = np.stack(load_m3(metadata["name"]).test)
     score = smape(actual, forecasts[:, :, metadata["point_quantile_index"]])
     evaluation = metadata["evaluation"]
     assert score == pytest.approx(evaluation["smape"], abs=1e-3)
     assert score < evaluation["baselines"]["naive2"]["smape"]
-    low, high = metadata["quantiles"].index(0.1), metadata["quantiles"].index(0.9)
-    covered = coverage(actual, forecasts[:, :, low], forecasts[:, :, high])
-    assert covered == pytest.approx(evaluation["coverage_80"], abs=1e-3)
+    for level, (lower, upper) in INTERVALS.items():
+        low, high = metadata["quantiles"].index(lower), metadata["quantiles"].index(upper)
+        covered = coverage(actual, forecasts[:, :, low], forecasts[:, :, high])
+        assert covered == pytest.approx(evaluation[f"coverage_{level}"], abs=1e-3)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
