@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -76,10 +78,26 @@ def train_members(tasks: list[MemberTask], jobs: int) -> list[TrainResult]:
     with ProcessPoolExecutor(
         max_workers=jobs,
         mp_context=context,
-        initializer=torch.set_num_threads,
-        initargs=(threads_per_job(jobs),),
+        initializer=start_worker,
+        initargs=(threads_per_job(jobs), os.getpid()),
     ) as pool:
         return list(pool.map(train_member, tasks))
+
+
+def start_worker(threads: int, parent: int) -> None:
+    """A worker's set-up: its threads, and a watch that ends it once `parent` is gone. A
+    fit stopped by a signal to its own process alone (a `timeout`, a service manager)
+    would otherwise leave its workers training on, or waiting forever for work."""
+    torch.set_num_threads(threads)
+    threading.Thread(target=exit_when_orphaned, args=(parent,), daemon=True).start()
+
+
+def exit_when_orphaned(parent: int, poll_s: float = 1.0) -> None:
+    """Ends this process as soon as its parent is no longer `parent` (it has died and
+    the process was handed to another)."""
+    while os.getppid() == parent:
+        time.sleep(poll_s)
+    os._exit(1)
 
 
 def threads_per_job(jobs: int) -> int:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
@@ -11,6 +15,8 @@ import training.members
 from tests.training.test_cli import tiny_run
 from training.cli import main
 from training.members import MemberTask, default_jobs, train_members
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def tasks_of_two() -> list[MemberTask]:
@@ -71,3 +77,38 @@ def test_fit_refuses_jobs_below_one(capsys: pytest.CaptureFixture[str]) -> None:
         main(["fit", "--dataset", "m3-yearly", "--jobs", "0"])
     assert exit_info.value.code == 2
     assert "--jobs: must be >= 1, got 0" in capsys.readouterr().err
+
+
+# A parent that starts a worker as train_members does and then waits; it is killed.
+ORPHAN_PARENT = """
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from training.members import start_worker
+
+if __name__ == "__main__":
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(1, context, start_worker, (1, os.getpid()))
+    print(pool.submit(os.getpid).result(), flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_ends_when_its_fit_is_killed(tmp_path: Path) -> None:
+    """Guards against workers that outlive a fit stopped by a signal to it alone,
+    training on or waiting forever for work."""
+    script = tmp_path / "parent.py"
+    script.write_text(ORPHAN_PARENT)
+    parent = subprocess.Popen(
+        [sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    worker = psutil.Process(int(parent.stdout.readline()))
+    try:
+        parent.kill()
+        parent.wait(timeout=10)
+        worker.wait(timeout=10)  # psutil.TimeoutExpired if it stays
+    finally:
+        parent.kill()
+        if worker.is_running():
+            worker.kill()
