@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from training.data import SeriesSet
+from training.metrics import coverage_key
 from training.model import EnsembleForecaster
 from training.report import evaluate
 from training.train import forecast
@@ -28,11 +29,9 @@ from training.train import forecast
 SHARE_GRID = tuple(round(0.1 * k, 1) for k in range(11))
 # The interval scales `fit --interval-scale auto` tries: half to twice the members' widths.
 SCALE_GRID = tuple(round(0.05 * k, 2) for k in range(10, 41))
-TARGET_COVERAGE = 0.8
 # The tail ratios `fit --tail-ratio auto` tries: the 95% interval 1 to 3 times as wide as
 # the 80% one (a normal distribution's is 1.53 times).
 TAIL_GRID = tuple(round(0.05 * k, 2) for k in range(20, 61))
-TAIL_TARGET_COVERAGE = 0.95
 GRID_FIGURES = ("smape", "mase", "coverage_80", "coverage_95")
 FIGURE_NAMES = {"mase": "MASE", "smape": "sMAPE"}
 
@@ -96,19 +95,20 @@ def best_share(rows: list[dict[str, float]]) -> tuple[float, str]:
 def best_interval_scale(rows: list[dict[str, float]]) -> float | None:
     """The scale whose 80% coverage is nearest 80%, the one nearer 1 of a tie; None where
     the model has no 80% interval (its quantiles lack 0.1 or 0.9)."""
-    scored = [row for row in rows if row["coverage_80"] is not None]
+    return nearest_coverage(rows, "interval_scale", 80)
+
+
+def best_tail_ratio(rows: list[dict[str, float]]) -> float | None:
+    """The tail ratio whose 95% coverage is nearest 95%, the smaller (nearer 1) of a tie."""
+    return nearest_coverage(rows, "tail_ratio", 95)
+
+
+def nearest_coverage(rows: list[dict[str, float]], setting: str, level: int) -> float | None:
+    """The value of `setting` whose `level`% interval covers the targets nearest `level`%,
+    the one nearer 1 of a tie; None where no row has that interval."""
+    key = coverage_key(level)
+    scored = [row for row in rows if row[key] is not None]
     if not scored:
         return None
-    best = min(
-        scored,
-        key=lambda row: (abs(row["coverage_80"] - TARGET_COVERAGE), abs(row["interval_scale"] - 1)),
-    )
-    return best["interval_scale"]
-
-
-def best_tail_ratio(rows: list[dict[str, float]]) -> float:
-    """The tail ratio whose 95% coverage is nearest 95%, the smaller of a tie."""
-    best = min(
-        rows, key=lambda row: (abs(row["coverage_95"] - TAIL_TARGET_COVERAGE), row["tail_ratio"])
-    )
-    return best["tail_ratio"]
+    best = min(scored, key=lambda row: (abs(row[key] - level / 100), abs(row[setting] - 1)))
+    return best[setting]
