@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from training.masked import last_points, least_squares_slope, location_scale, normalise
+from training.metrics import INTERVALS
 from training.theta import ThetaForecaster
 
 # A spread below this fraction of the level is rounding noise of a constant series: the
@@ -36,8 +37,8 @@ COMBINE_RULES = ("median", "mean")
 DEFAULT_THETA_LOOKBACK = 256
 # The members' interval the ensemble widens into its 95% interval (`tail_ratio`), and the
 # quantiles that bound the wider one.
-TAIL_BASE = (0.1, 0.9)
-TAIL_QUANTILES = (0.025, 0.975)
+TAIL_BASE = INTERVALS[80]
+TAIL_QUANTILES = INTERVALS[95]
 
 
 @dataclass
