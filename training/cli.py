@@ -39,7 +39,6 @@ from training.members import MemberTask, default_jobs, threads_per_job, train_me
 from training.metrics import INTERVALS, coverage_key
 from training.model import (
     COMBINE_RULES,
-    TAIL_BASE,
     EnsembleConfig,
     EnsembleForecaster,
     ModelConfig,
@@ -797,12 +796,12 @@ def chosen_tail_ratio(
     if args.validate_only:
         print("no 95% interval (--validate-only: score tail ratios with theta-grid)")
         return {"tail_ratio": 0.0, "chosen_by": "--validate-only: theta-grid scores ratios"}
-    if config.member_quantiles != (TAIL_BASE[0], 0.5, TAIL_BASE[1]):
+    if not config.can_have_tails:
         print(f"no 95% interval: the members forecast quantiles {config.member_quantiles}")
         return {"tail_ratio": 0.0, "chosen_by": "members of other quantiles than 0.1 0.5 0.9"}
     # Built with tails, so that the grid scores them: each ratio of it is one >= 1.
-    with_tails = replace(config, tail_ratio=TAIL_GRID[0])
-    rows = early_grid(runs, with_tails, "tail_ratio", TAIL_GRID, validation, max_history)
+    tailed = replace(config, tail_ratio=TAIL_GRID[0])
+    rows = early_grid(runs, tailed, "tail_ratio", TAIL_GRID, validation, max_history)
     ratio = best_tail_ratio(rows)
     assert ratio is not None  # the members' 0.1 and 0.9 bound every row's 95% interval
     coverage = next(row["coverage_95"] for row in rows if row["tail_ratio"] == ratio)
@@ -1018,7 +1017,8 @@ def run_reexport(args: argparse.Namespace) -> None:
     if args.tail_ratio is not None:
         metadata = with_tails(metadata, args.tail_ratio)
     model = rebuilt(exported, metadata)
-    max_history, quantiles = metadata["max_history"], output_quantiles(metadata)
+    max_history = metadata["max_history"]
+    quantiles = output_quantiles(metadata["model_config"])
     columns = [quantiles.index(q) for q in old_quantiles]
     difference = check_same_forecasts(exported, model, series.train, max_history, columns)
     print(
@@ -1064,7 +1064,7 @@ def run_theta_grid(args: argparse.Namespace) -> None:
     model = rebuilt(scripted, {**metadata, "model_config": config})
     if not isinstance(model, EnsembleForecaster):
         raise ValueError(f"{args.model}: a single forecaster has no Theta share to score")
-    quantiles = output_quantiles({"model_config": config})
+    quantiles = output_quantiles(config)
     rows = score_shares(model, validation, args.weights, metadata["max_history"], quantiles)
     for row in rows:
         coverages = ", ".join(

@@ -39,6 +39,8 @@ DEFAULT_THETA_LOOKBACK = 256
 # quantiles that bound the wider one.
 TAIL_BASE = INTERVALS[80]
 TAIL_QUANTILES = INTERVALS[95]
+# The tails go outside every member quantile, so only members of these three have them.
+TAILED_MEMBER_QUANTILES = (TAIL_BASE[0], 0.5, TAIL_BASE[1])
 
 
 @dataclass
@@ -318,11 +320,10 @@ class EnsembleConfig:
             raise ValueError(
                 f"combine must be one of {', '.join(COMBINE_RULES)}, got {self.combine!r}"
             )
-        # The tails go outside every member quantile, so the members' must be these three.
-        if self.tail_ratio and first.quantiles != (TAIL_BASE[0], 0.5, TAIL_BASE[1]):
+        if self.tail_ratio and not self.can_have_tails:
+            quantiles = ", ".join(f"{q:g}" for q in TAILED_MEMBER_QUANTILES)
             raise ValueError(
-                f"tail_ratio widens members of quantiles {TAIL_BASE[0]}, 0.5, {TAIL_BASE[1]}; "
-                f"these have {first.quantiles}"
+                f"tail_ratio widens members of quantiles {quantiles}; these have {first.quantiles}"
             )
 
     @property
@@ -332,6 +333,11 @@ class EnsembleConfig:
     @property
     def member_quantiles(self) -> tuple[float, ...]:
         return self.members[0].quantiles
+
+    @property
+    def can_have_tails(self) -> bool:
+        """Whether the members' quantiles are those a 95% interval can widen."""
+        return self.member_quantiles == TAILED_MEMBER_QUANTILES
 
     @property
     def quantiles(self) -> tuple[float, ...]:

@@ -66,9 +66,9 @@ def with_tails(metadata: dict[str, Any], ratio: float) -> dict[str, Any]:
     return {**metadata, "model_config": {**config, "tail_ratio": ratio}, "training": training}
 
 
-def output_quantiles(metadata: dict[str, Any]) -> list[float]:
-    """The quantiles the module its `model_config` describes forecasts."""
-    return list(config_from_dict(metadata["model_config"]).quantiles)
+def output_quantiles(model_config: dict[str, Any]) -> list[float]:
+    """The quantiles forecast by the module that metadata's `model_config` describes."""
+    return list(config_from_dict(model_config).quantiles)
 
 
 def check_same_forecasts(
