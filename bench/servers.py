@@ -105,8 +105,10 @@ class Server:
     """`bentoml serve [target]` with `env` added, on 127.0.0.1; ready once /readyz answers 200.
 
     `cpus` pins it (`taskset -c`); `name` labels its errors; its output goes to `log`,
-    or, when none is given, to a temporary file removed once it is stopped (its errors
-    carry the file's tail).
+    or, when none is given, to a file in its scratch folder (its errors carry the file's
+    tail). The scratch folder is also its TMPDIR unless `env` names one, and is removed
+    once it is stopped: a process killed mid-request (the reliability tests kill workers)
+    leaves temporary folders that its own clean-up never removes.
     """
 
     predict_path = "/forecast"
@@ -122,7 +124,8 @@ class Server:
         name: str = "bentoml serve",
         log: Path | None = None,
     ) -> None:
-        self.env = {**os.environ, **env}
+        self.scratch = Path(tempfile.mkdtemp(prefix="forecaster-serve-"))
+        self.env = {**os.environ, "TMPDIR": str(self.scratch), **env}
         self.port = port or free_port()
         self.target = target
         self.cwd = cwd
@@ -130,8 +133,7 @@ class Server:
         self.start_timeout_s = start_timeout_s
         self.name = name
         self.url = f"http://127.0.0.1:{self.port}"
-        self.owns_log = log is None
-        self.log = log or Path(tempfile.mkstemp(prefix="forecaster-serve-", suffix=".log")[1])
+        self.log = log or self.scratch / "serve.log"
         self.process: subprocess.Popen[bytes] | None = None
         self._stopped = False
 
@@ -204,13 +206,12 @@ class Server:
         return tree_cpu_seconds(self.pid)
 
     def stop(self) -> None:
-        """Stop its whole process group; once, however often it is called."""
-        if self.process is None or self._stopped:
-            return
-        self._stopped = True
-        stop_group(self.process)
-        if self.owns_log:
-            self.log.unlink(missing_ok=True)
+        """Stop its whole process group and remove its scratch folder; once, however often
+        it is called."""
+        if self.process is not None and not self._stopped:
+            self._stopped = True
+            stop_group(self.process)
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
     def __exit__(
         self,

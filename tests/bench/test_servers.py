@@ -1,4 +1,5 @@
-"""bench.servers.Server's own files: a log it made is gone once it stops, a given one stays."""
+"""bench.servers.Server's own files: its scratch folder (its log, unless one is given, and
+the temporary folders its processes make) is gone once it stops; a given log stays."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def test_a_log_the_server_made_is_removed_when_it_stops() -> None:
         assert server.log.exists()
     assert server.process is not None and server.process.poll() is not None
     assert not server.log.exists()
+    assert not server.scratch.exists()
 
 
 def test_a_log_it_was_given_is_kept(tmp_path: Path) -> None:
@@ -35,3 +37,21 @@ def test_a_log_it_was_given_is_kept(tmp_path: Path) -> None:
         httpx.get(f"{server.url}/")
     assert server.process is not None and server.process.poll() is not None
     assert "GET / " in log.read_text()
+
+
+class LitteringServer(StaticServer):
+    """Makes a temporary folder it never removes, as a process killed mid-request does."""
+
+    def command(self) -> list[str]:
+        serve = (
+            "import runpy, sys, tempfile; tempfile.mkdtemp(prefix='left-'); "
+            "sys.argv[0] = 'http.server'; runpy.run_module('http.server', run_name='__main__')"
+        )
+        return [sys.executable, "-c", serve, "--bind", "127.0.0.1", str(self.port)]
+
+
+def test_temporary_folders_its_processes_leave_are_removed_when_it_stops() -> None:
+    with LitteringServer({}, cwd=Path(__file__).parent) as server:
+        left = list(server.scratch.glob("left-*"))
+        assert len(left) == 1, list(server.scratch.iterdir())
+    assert not left[0].exists()
