@@ -108,7 +108,8 @@ class Server:
     or, when none is given, to a file in its scratch folder (its errors carry the file's
     tail). The scratch folder is also its TMPDIR unless `env` names one, and is removed
     once it is stopped: a process killed mid-request (the reliability tests kill workers)
-    leaves temporary folders that its own clean-up never removes.
+    leaves temporary folders that its own clean-up never removes. The folder is made when
+    first needed, so a server that is only built leaves nothing behind.
     """
 
     predict_path = "/forecast"
@@ -124,8 +125,8 @@ class Server:
         name: str = "bentoml serve",
         log: Path | None = None,
     ) -> None:
-        self.scratch = Path(tempfile.mkdtemp(prefix="forecaster-serve-"))
-        self.env = {**os.environ, "TMPDIR": str(self.scratch), **env}
+        self.env = {**os.environ, **env}
+        self.tmpdir_given = "TMPDIR" in env
         self.port = port or free_port()
         self.target = target
         self.cwd = cwd
@@ -133,9 +134,21 @@ class Server:
         self.start_timeout_s = start_timeout_s
         self.name = name
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log or self.scratch / "serve.log"
+        self.given_log = log
+        self._scratch: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self._stopped = False
+
+    @property
+    def scratch(self) -> Path:
+        """Its own temporary folder, made on first use and removed by `stop`."""
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="forecaster-serve-"))
+        return self._scratch
+
+    @property
+    def log(self) -> Path:
+        return self.given_log or self.scratch / "serve.log"
 
     @property
     def metrics_url(self) -> str | None:
@@ -160,11 +173,12 @@ class Server:
         return self
 
     def start(self) -> None:
+        env = self.env if self.tmpdir_given else {**self.env, "TMPDIR": str(self.scratch)}
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 self.command(),
                 cwd=self.cwd,
-                env=self.env,
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -211,7 +225,8 @@ class Server:
         if self.process is not None and not self._stopped:
             self._stopped = True
             stop_group(self.process)
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
     def __exit__(
         self,

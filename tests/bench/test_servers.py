@@ -4,9 +4,11 @@ the temporary folders its processes make) is gone once it stops; a given log sta
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 import httpx
+import pytest
 
 from bench.servers import Server
 
@@ -55,3 +57,12 @@ def test_temporary_folders_its_processes_leave_are_removed_when_it_stops() -> No
         left = list(server.scratch.glob("left-*"))
         assert len(left) == 1, list(server.scratch.iterdir())
     assert not left[0].exists()
+
+
+def test_a_server_only_built_leaves_no_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    server = StaticServer({"FORECASTER_MODELS": "x"})
+    assert server.env["FORECASTER_MODELS"] == "x"
+    assert list(tmp_path.iterdir()) == []
