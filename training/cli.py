@@ -20,10 +20,12 @@ import torch
 
 from training import distributed, model_table
 from training.data import (
+    BUNDLED_SETS,
     COMPANION_SOURCES,
     DATASETS,
     DataError,
     SeriesSet,
+    load_bundled,
     load_companions,
     load_csv,
     load_m3,
@@ -477,10 +479,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     csv_parser = commands.add_parser(
         "csv",
-        help="write an M3 set as a long-format CSV (the format fit --csv reads)",
-        description="Write an M3 set (in-sample and test parts) as series_id,timestamp,value.",
+        help="write a bundled M3, M1 or Tourism set as a long-format CSV (the format fit "
+        "--csv reads)",
+        description="Write a bundled set (in-sample and test parts) as "
+        "series_id,timestamp,value, and print the fit --csv command that trains on it.",
     )
-    csv_parser.add_argument("--dataset", choices=DATASETS, required=True)
+    csv_parser.add_argument("--dataset", choices=BUNDLED_SETS, required=True)
     csv_parser.add_argument("--out", type=Path, required=True, help="CSV file to write")
 
     table_parser = commands.add_parser(
@@ -501,7 +505,7 @@ def run_readme_table(args: argparse.Namespace) -> None:
 
 
 def run_csv(args: argparse.Namespace) -> None:
-    series = load_m3(args.dataset)
+    series = load_bundled(args.dataset)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -509,7 +513,11 @@ def run_csv(args: argparse.Namespace) -> None:
         for sid, history, future in zip(series.ids, series.train, series.test, strict=True):
             whole = np.concatenate([history, future])
             writer.writerows((sid, t, repr(float(v))) for t, v in enumerate(whole))
-    print(f"wrote {len(series)} series of {args.dataset} to {args.out}")
+    print(f"wrote {len(series)} series of {args.dataset} to {args.out}; train on it with")
+    print(
+        f"python -m training fit --csv {args.out} --horizon {series.horizon} "
+        f"--season-length {series.season_length}"
+    )
 
 
 def load_series(

