@@ -46,6 +46,7 @@ from training.model import (
     ModelConfig,
     config_from_dict,
     ensemble_of,
+    is_tail_ratio,
 )
 from training.peers import run_peers
 from training.reexport import (
@@ -196,7 +197,7 @@ def tail_ratio(text: str) -> float:
     """A 95% interval's distance from the point forecast, in 80% intervals: 0 (none) or
     at least 1."""
     value = float(text)
-    if not (value == 0.0 or value >= 1.0):
+    if not is_tail_ratio(value):
         raise argparse.ArgumentTypeError(f"must be 0 (no 95% interval) or >= 1, got {text}")
     return value
 

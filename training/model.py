@@ -43,6 +43,11 @@ TAIL_QUANTILES = INTERVALS[95]
 TAILED_MEMBER_QUANTILES = (TAIL_BASE[0], 0.5, TAIL_BASE[1])
 
 
+def is_tail_ratio(value: float) -> bool:
+    """0 (no 95% interval) or at least 1: bounds inside the 80% interval's would cross it."""
+    return value == 0.0 or value >= 1.0
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild the module from its metadata alone."""
@@ -301,7 +306,7 @@ class EnsembleConfig:
             raise ValueError(f"theta_weight must be in [0, 1], got {self.theta_weight}")
         if not self.interval_scale > 0.0:
             raise ValueError(f"interval_scale must be > 0, got {self.interval_scale}")
-        if not (self.tail_ratio == 0.0 or self.tail_ratio >= 1.0):
+        if not is_tail_ratio(self.tail_ratio):
             raise ValueError(f"tail_ratio must be 0 (off) or >= 1, got {self.tail_ratio}")
         self.members = [
             m if isinstance(m, ModelConfig) else ModelConfig.from_dict(m) for m in self.members
