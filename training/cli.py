@@ -276,11 +276,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="also start each forecast from a learned share of the history's drift",
     )
     fit_parser.add_argument(
-        "--theta-base",
-        action="store_true",
-        help="each member starts from a learned blend of its bases and the Theta forecast",
-    )
-    fit_parser.add_argument(
         "--trend-fit",
         action="store_true",
         help="with --trend-base: the drift is the least-squares slope, not the end points'",
@@ -622,7 +617,6 @@ def member_configs(args: argparse.Namespace, series: SeriesSet, longest: int) ->
             seasonal_cycles=args.seasonal_cycles,
             seasonal_input=args.seasonal_input,
             trend_base=args.trend_base,
-            theta_base=args.theta_base,
             trend_fit=args.trend_fit,
         )
         for i in range(args.members)

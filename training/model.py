@@ -78,10 +78,6 @@ class ModelConfig:
     # The drift is the least-squares slope through those whole seasons' points instead of
     # the change between their two ends, so one noisy end point does not set it.
     trend_fit: bool = False
-    # The forecast starts from a blend, set per step by a third gate, of the bases above
-    # and the Theta method's forecast (training.theta, over the whole history given), so
-    # the network corrects a fitted statistical forecast where it knows better.
-    theta_base: bool = False
 
     def __post_init__(self) -> None:
         self.quantiles = tuple(float(q) for q in self.quantiles)
@@ -157,22 +153,11 @@ class StackedLSTMForecaster(nn.Module):
         self.trend_base = config.trend_base
         self.trend_fit = config.trend_fit
         # Per step: Q quantile offsets, then the seasonal gate (with a season), then the
-        # Theta gate (with the Theta base), then the trend gate (with the trend base), so
-        # the trend gate is always the last output.
+        # trend gate (with the trend base), so the trend gate is always the last output.
         self.outputs = (
             self.n_quantiles
             + (1 if config.season_length > 1 else 0)
-            + (1 if config.theta_base else 0)
             + (1 if config.trend_base else 0)
-        )
-        self.theta_base = config.theta_base
-        self.theta_gate = self.n_quantiles + (1 if config.season_length > 1 else 0)
-        self.theta = ThetaForecaster(
-            config.horizon,
-            config.season_length,
-            DEFAULT_THETA_LOOKBACK,
-            RELATIVE_SCALE_FLOOR,
-            ABSOLUTE_SCALE_FLOOR,
         )
         self.head = nn.Sequential(
             nn.Linear(summary, summary),
@@ -210,7 +195,6 @@ class StackedLSTMForecaster(nn.Module):
         Returns (B, horizon, Q), in the original scale, non-decreasing along Q.
         """
         batch = values.shape[0]
-        whole, whole_lengths = values, lengths  # (B, T), (B,): what the Theta base reads
         values, lengths = self.recent(values, lengths)  # (B, W), (B,)
         normalised, observed, location, scale = normalise(
             values, lengths, self.relative_floor, self.absolute_floor
@@ -236,7 +220,6 @@ class StackedLSTMForecaster(nn.Module):
         normalised_q = torch.cumsum(
             torch.cat([raw[:, :, :1], increments], dim=2), dim=2
         )  # (B, horizon, Q)
-        raw_point = normalised_q[:, :, self.point_index]  # (B, horizon), before any base
         if self.season_length > 1:
             gate = torch.sigmoid(raw[:, :, q])  # (B, horizon), 0: naive, 1: seasonal naive
             base = gate * self.seasonal_naive(normalised, lengths)  # (B, horizon)
@@ -245,13 +228,6 @@ class StackedLSTMForecaster(nn.Module):
             gate = torch.sigmoid(raw[:, :, -1])  # (B, horizon), 1: all the drift
             base = gate * self.drift(normalised, lengths)  # (B, horizon)
             normalised_q = normalised_q + base.unsqueeze(2)  # (B, horizon, Q)
-        if self.theta_base:
-            theta = self.theta(whole, whole_lengths)  # (B, horizon), original scale
-            theta = (theta - location.unsqueeze(1)) / scale.unsqueeze(1)  # (B, horizon)
-            gate = torch.sigmoid(raw[:, :, self.theta_gate])  # (B, horizon), 1: all Theta
-            bases = normalised_q[:, :, self.point_index] - raw_point  # (B, horizon)
-            move = gate * (theta - bases)  # (B, horizon)
-            normalised_q = normalised_q + move.unsqueeze(2)  # (B, horizon, Q)
         # Offsets from the last observed value, in units of the scale.
         return location.view(batch, 1, 1) + normalised_q * scale.view(batch, 1, 1)
 
