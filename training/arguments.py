@@ -22,6 +22,7 @@ DEFAULT_LOSS_SCALES = ("level",)
 DEFAULT_SEASONAL_BASE = True
 DEFAULT_SEASONAL_CYCLES = 1
 DEFAULT_TREND_BASE = False
+DEFAULT_THETA_BASE = False
 DEFAULT_THETA_WEIGHT = "auto"
 DEFAULT_COMPANIONS = True
 DEFAULT_REFIT = True
@@ -200,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=DEFAULT_TREND_BASE,
         help="also start each forecast from a learned share of the history's drift",
+    )
+    fit_parser.add_argument(
+        "--theta-base",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_THETA_BASE,
+        help="each member starts from a learned per-step blend of its other bases and the "
+        "Theta method's forecast",
     )
     fit_parser.add_argument(
         "--trend-fit",

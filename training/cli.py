@@ -189,6 +189,7 @@ def member_configs(args: argparse.Namespace, series: SeriesSet, longest: int) ->
             seasonal_cycles=args.seasonal_cycles,
             seasonal_input=args.seasonal_input,
             trend_base=args.trend_base,
+            theta_base=args.theta_base,
             trend_fit=args.trend_fit,
         )
         for i in range(args.members)

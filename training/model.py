@@ -78,6 +78,10 @@ class ModelConfig:
     # The drift is the least-squares slope through those whole seasons' points instead of
     # the change between their two ends, so one noisy end point does not set it.
     trend_fit: bool = False
+    # The forecast starts from a blend, set per step by a third gate, of the bases above
+    # and the Theta method's forecast (training.theta, over the whole history given), so
+    # the network corrects a fitted statistical forecast where it knows better.
+    theta_base: bool = False
 
     def __post_init__(self) -> None:
         self.quantiles = tuple(float(q) for q in self.quantiles)
@@ -153,11 +157,22 @@ class StackedLSTMForecaster(nn.Module):
         self.trend_base = config.trend_base
         self.trend_fit = config.trend_fit
         # Per step: Q quantile offsets, then the seasonal gate (with a season), then the
-        # trend gate (with the trend base), so the trend gate is always the last output.
+        # Theta gate (with the Theta base), then the trend gate (with the trend base), so
+        # the trend gate is always the last output.
         self.outputs = (
             self.n_quantiles
             + (1 if config.season_length > 1 else 0)
+            + (1 if config.theta_base else 0)
             + (1 if config.trend_base else 0)
+        )
+        self.theta_base = config.theta_base
+        self.theta_gate = self.n_quantiles + (1 if config.season_length > 1 else 0)
+        self.theta = ThetaForecaster(
+            config.horizon,
+            config.season_length,
+            DEFAULT_THETA_LOOKBACK,
+            RELATIVE_SCALE_FLOOR,
+            ABSOLUTE_SCALE_FLOOR,
         )
         self.head = nn.Sequential(
             nn.Linear(summary, summary),
@@ -194,6 +209,19 @@ class StackedLSTMForecaster(nn.Module):
         values: (B, T) float32, right-padded raw histories; lengths: (B,) int64, each in [1, T].
         Returns (B, horizon, Q), in the original scale, non-decreasing along Q.
         """
+        return self.forecast(values, lengths, self.theta_points(values, lengths))
+
+    def theta_points(self, values: Tensor, lengths: Tensor) -> Tensor:
+        """What the Theta base starts from: the Theta forecast of the whole histories given,
+        (B, horizon) in the original scale; (B, 0) without the Theta base."""
+        if self.theta_base:
+            points: Tensor = self.theta(values, lengths)  # (B, horizon)
+            return points
+        return values.new_zeros(values.shape[0], 0)
+
+    def forecast(self, values: Tensor, lengths: Tensor, theta: Tensor) -> Tensor:
+        """`forward` with the Theta base's points given (`theta_points`), so that members of
+        an ensemble share one Theta forecast."""
         batch = values.shape[0]
         values, lengths = self.recent(values, lengths)  # (B, W), (B,)
         normalised, observed, location, scale = normalise(
@@ -220,6 +248,7 @@ class StackedLSTMForecaster(nn.Module):
         normalised_q = torch.cumsum(
             torch.cat([raw[:, :, :1], increments], dim=2), dim=2
         )  # (B, horizon, Q)
+        raw_point = normalised_q[:, :, self.point_index]  # (B, horizon), before any base
         if self.season_length > 1:
             gate = torch.sigmoid(raw[:, :, q])  # (B, horizon), 0: naive, 1: seasonal naive
             base = gate * self.seasonal_naive(normalised, lengths)  # (B, horizon)
@@ -228,6 +257,12 @@ class StackedLSTMForecaster(nn.Module):
             gate = torch.sigmoid(raw[:, :, -1])  # (B, horizon), 1: all the drift
             base = gate * self.drift(normalised, lengths)  # (B, horizon)
             normalised_q = normalised_q + base.unsqueeze(2)  # (B, horizon, Q)
+        if self.theta_base:
+            theta = (theta - location.unsqueeze(1)) / scale.unsqueeze(1)  # (B, horizon)
+            gate = torch.sigmoid(raw[:, :, self.theta_gate])  # (B, horizon), 1: all Theta
+            bases = normalised_q[:, :, self.point_index] - raw_point  # (B, horizon)
+            move = gate * (theta - bases)  # (B, horizon)
+            normalised_q = normalised_q + move.unsqueeze(2)  # (B, horizon, Q)
         # Offsets from the last observed value, in units of the scale.
         return location.view(batch, 1, 1) + normalised_q * scale.view(batch, 1, 1)
 
@@ -396,6 +431,29 @@ class EnsembleForecaster(nn.Module):
         self.tail_ratio = tail_ratio
         self.tail_base = list(tail_base)
         self.point_index = members[0].point_index
+        first = members[0]
+        for i, member in enumerate(members):
+            if (member.theta_base, member.season_length) != (first.theta_base, first.season_length):
+                raise ValueError(
+                    f"member {i} has theta_base {member.theta_base} and season length "
+                    f"{member.season_length}, member 0 {first.theta_base} and "
+                    f"{first.season_length}: members read one Theta base, so they must agree"
+                )
+        # The members' Theta base, computed once for all of them (as each member's own).
+        self.members_theta_base = first.theta_base
+        self.base_theta = ThetaForecaster(
+            first.horizon,
+            first.season_length,
+            DEFAULT_THETA_LOOKBACK,
+            RELATIVE_SCALE_FLOOR,
+            ABSOLUTE_SCALE_FLOOR,
+        )
+        # The Theta share's forecast is the same one where its Theta is the members'.
+        self.share_reads_base = self.members_theta_base and (
+            theta_season_length,
+            theta_lookback,
+            theta_dynamic_full,
+        ) == (first.season_length, DEFAULT_THETA_LOOKBACK, 0)
         self.theta = ThetaForecaster(
             members[0].horizon,
             theta_season_length,
@@ -408,7 +466,15 @@ class EnsembleForecaster(nn.Module):
 
     def forward(self, values: Tensor, lengths: Tensor) -> Tensor:
         """values: (B, T), lengths: (B,) -> (B, horizon, Q), as each member."""
-        forecasts = [member(values, lengths) for member in self.members]  # K x (B, horizon, Q)
+        if self.members_theta_base:
+            base = self.base_theta(values, lengths)  # (B, horizon)
+        else:
+            base = values.new_zeros(values.shape[0], 0)  # (B, 0): no Theta base
+        # A ModuleList's items are plain Modules to mypy; each is a StackedLSTMForecaster.
+        forecasts = [
+            member.forecast(values, lengths, base)  # type: ignore[operator]
+            for member in self.members
+        ]  # K x (B, horizon, Q)
         stacked = torch.stack(forecasts, dim=0)  # (K, B, horizon, Q)
         if self.use_median:
             # The middle value, or the mean of the middle two for an even K.
@@ -416,7 +482,7 @@ class EnsembleForecaster(nn.Module):
         else:
             combined = stacked.mean(dim=0)  # (B, horizon, Q)
         if self.theta_weight > 0.0:
-            theta = self.theta(values, lengths)  # (B, horizon)
+            theta = base if self.share_reads_base else self.theta(values, lengths)  # (B, horizon)
             move = self.theta_weight * (theta - combined[:, :, self.point_index])  # (B, horizon)
             combined = combined + move.unsqueeze(2)  # (B, horizon, Q)
         point = combined[:, :, self.point_index : self.point_index + 1]  # (B, horizon, 1)

@@ -486,17 +486,18 @@ def test_a_given_theta_share_is_kept_and_validate_only_does_not_choose(tmp_path:
 def test_the_dynamic_theta_and_interval_scale_are_exported_and_theta_grid_can_vary_them(
     tmp_path: Path,
 ) -> None:
-    """Guards against `--theta-dynamic` or `--interval-scale` lost between the command line
-    and the exported module, against a theta-grid that ignores its overrides, and against
-    bad values reaching a training run."""
+    """Guards against `--theta-dynamic`, `--interval-scale` or `--theta-base` lost between
+    the command line and the exported module, against a theta-grid that ignores its
+    overrides, and against bad values reaching a training run."""
     data = write_csv(tmp_path / "shop.csv", seasonal_series(8, 60))
     common = ["fit", "--csv", str(data), *TINY_FIT, "--no-peers", "--no-register"]
     given = ["--theta-weight", "1", "--theta-dynamic", "4", "12", "--interval-scale", "0.5"]
     out = tmp_path / "models"
-    assert main([*common, "--validate-only", *given, "--out", str(out)]) == 0
+    assert main([*common, "--validate-only", *given, "--theta-base", "--out", str(out)]) == 0
     config = json.loads((out / "shop" / "metadata.json").read_text())["model_config"]
     assert (config["theta_dynamic_from"], config["theta_dynamic_full"]) == (4, 12)
     assert config["interval_scale"] == 0.5
+    assert [member["theta_base"] for member in config["members"]] == [True] * 4
     dynamic = json.loads((out / "shop" / "metadata.json").read_text())["training"]["theta_dynamic"]
     assert dynamic == {"from": 4, "full": 12, "chosen_by": "given"}
 

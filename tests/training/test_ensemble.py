@@ -17,11 +17,20 @@ from training.model import (
 QUANTILES = (0.05, 0.1, 0.5, 0.9, 0.95)
 
 
-def members(count: int, bias_std: float = 0.0) -> list[StackedLSTMForecaster]:
+def members(
+    count: int, bias_std: float = 0.0, theta_base: bool = False
+) -> list[StackedLSTMForecaster]:
     out = []
     for seed in range(count):
         torch.manual_seed(seed)
-        config = ModelConfig(horizon=4, hidden=8, quantiles=QUANTILES, lookback=(0, 7)[seed % 2])
+        config = ModelConfig(
+            horizon=4,
+            hidden=8,
+            quantiles=QUANTILES,
+            lookback=(0, 7)[seed % 2],
+            season_length=3 if theta_base else 1,
+            theta_base=theta_base,
+        )
         member = StackedLSTMForecaster(config).eval()
         if bias_std:
             with torch.no_grad():
@@ -44,10 +53,11 @@ def test_ensemble_quantiles_never_cross(combine: str, count: int) -> None:
     assert (out[:, :, 1:] >= out[:, :, :-1]).all()
 
 
-def test_one_member_alone_equals_the_members_own_module() -> None:
+@pytest.mark.parametrize("theta_base", [False, True])
+def test_one_member_alone_equals_the_members_own_module(theta_base: bool) -> None:
     """Guards against the ensemble wrapper changing a member's forecast (a lost lookback,
-    a median over the wrong axis)."""
-    (member,) = members(1)
+    a median over the wrong axis, a shared Theta base that is not the member's own)."""
+    (member,) = members(1, theta_base=theta_base)
     alone = torch.jit.script(member)
     ensemble = torch.jit.script(EnsembleForecaster([member]))
     values, lengths = random_batch(count=9, min_length=1, max_length=25, seed=12)
@@ -55,10 +65,12 @@ def test_one_member_alone_equals_the_members_own_module() -> None:
         assert torch.equal(ensemble(values, lengths), alone(values, lengths))
 
 
+@pytest.mark.parametrize("theta_base", [False, True])
 @pytest.mark.parametrize("combine", ["median", "mean"])
-def test_ensemble_is_the_members_median_or_mean(combine: str) -> None:
-    """Guards against combining over the batch or quantile axis instead of the members."""
-    parts = members(3)
+def test_ensemble_is_the_members_median_or_mean(combine: str, theta_base: bool) -> None:
+    """Guards against combining over the batch or quantile axis instead of the members,
+    and against members fed another Theta base than their own."""
+    parts = members(3, theta_base=theta_base)
     ensemble = EnsembleForecaster(parts, combine)
     values, lengths = random_batch(count=6, min_length=2, max_length=20, seed=13)
     with torch.inference_mode():
@@ -67,9 +79,11 @@ def test_ensemble_is_the_members_median_or_mean(combine: str) -> None:
         assert torch.allclose(ensemble(values, lengths), expected, rtol=1e-6, atol=1e-6)
 
 
-def test_ensemble_is_exact_alone_and_in_a_batch() -> None:
-    """Guards against a member's lookback window reading another row's points or padding."""
-    ensemble = torch.jit.script(EnsembleForecaster(members(3)))
+@pytest.mark.parametrize("theta_base", [False, True])
+def test_ensemble_is_exact_alone_and_in_a_batch(theta_base: bool) -> None:
+    """Guards against a member's lookback window, or the shared Theta base, reading another
+    row's points or padding."""
+    ensemble = torch.jit.script(EnsembleForecaster(members(3, theta_base=theta_base)))
     values, lengths = random_batch(count=10, min_length=1, max_length=30, seed=14)
     with torch.inference_mode():
         batched = ensemble(values, lengths)
@@ -77,6 +91,38 @@ def test_ensemble_is_exact_alone_and_in_a_batch() -> None:
             [ensemble(values[i : i + 1, : lengths[i]], lengths[i : i + 1]) for i in range(10)]
         )
     assert relative_error(batched, alone, history_scale(values, lengths)) <= 1e-5
+
+
+@pytest.mark.parametrize(("dynamic", "shared"), [((0, 0), True), ((4, 12), False)])
+def test_theta_share_reads_the_members_theta_base_only_where_it_is_the_same(
+    dynamic: tuple[int, int], shared: bool
+) -> None:
+    """Guards against the Theta share reusing the members' Theta base where its own Theta
+    differs (the dynamic model blended in), or computing another forecast where they are
+    the same: the ensemble must equal the members' median moved towards its own Theta."""
+    parts = members(3, theta_base=True)
+    ensemble = EnsembleForecaster(
+        parts,
+        theta_weight=0.4,
+        theta_season_length=3,
+        theta_dynamic_from=dynamic[0],
+        theta_dynamic_full=dynamic[1],
+    )
+    assert ensemble.share_reads_base == shared
+    values, lengths = random_batch(count=8, min_length=1, max_length=30, seed=15)
+    with torch.inference_mode():
+        median = torch.stack([m(values, lengths) for m in parts]).median(dim=0).values
+        theta = ensemble.theta(values, lengths)  # (8, 4)
+        expected = median + (0.4 * (theta - median[:, :, 2])).unsqueeze(2)
+        out = torch.jit.script(ensemble)(values, lengths)
+    assert relative_error(out, expected, history_scale(values, lengths)) <= 1e-5
+
+
+def test_members_of_another_theta_base_are_refused() -> None:
+    """Guards against an ensemble feeding one Theta base to members built without it, or
+    for another season, whose outputs would then be read at the wrong columns."""
+    with pytest.raises(ValueError, match="members read one Theta base"):
+        EnsembleForecaster([*members(1, theta_base=True), *members(1)])
 
 
 def test_ensemble_config_round_trips_and_rejects_disagreeing_members() -> None:

@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from training.export import history_scale, random_batch, relative_error
-from training.model import ModelConfig, StackedLSTMForecaster, pinball_loss
+from training.model import (
+    ABSOLUTE_SCALE_FLOOR,
+    DEFAULT_THETA_LOOKBACK,
+    RELATIVE_SCALE_FLOOR,
+    ModelConfig,
+    StackedLSTMForecaster,
+    pinball_loss,
+)
+from training.theta import ThetaForecaster
 
 
 def make_model(**overrides: object) -> StackedLSTMForecaster:
@@ -244,6 +252,8 @@ def test_seasonal_base_averages_the_pattern_of_the_seasons_the_history_holds() -
         {"season_length": 3, "seasonal_input": True},
         {"trend_base": True},
         {"season_length": 3, "seasonal_cycles": 2, "trend_base": True, "trend_fit": True},
+        {"theta_base": True},
+        {"season_length": 3, "trend_base": True, "theta_base": True},
     ],
 )
 def test_bases_keep_batch_invariance_and_equivariance(bases: dict[str, object]) -> None:
@@ -290,6 +300,40 @@ def test_trend_base_is_the_drift_carried_forward_when_the_gate_is_open() -> None
     assert torch.allclose(out[0, :, 0], 13.0 + steps * (13.0 - 5.0) / 8, atol=1e-4)
     assert torch.allclose(out[1, :, 0], torch.full((5,), 6.0), atol=1e-5)
     assert torch.equal(scripted, out)
+
+
+def test_theta_base_is_the_theta_forecast_when_its_gate_is_open() -> None:
+    """Guards against a Theta base read from the member's lookback or another row, or
+    added to the other bases instead of replacing them: with the Theta gate open, the
+    seasonal and trend gates open too and zero offsets, the lowest quantile must be the
+    Theta method's forecast of the whole history, whatever the member's lookback; with the
+    Theta gate shut, the seasonal and trend bases as before."""
+    model = make_model(season_length=4, trend_base=True, theta_base=True, lookback=6)
+    with torch.no_grad():
+        last = model.head[-1]
+        last.weight.zero_()
+        bias = last.bias.view(5, 6)  # (horizon, Q + seasonal gate + Theta gate + trend gate)
+        bias[:, 0] = 0.0  # lowest quantile: no offset
+        bias[:, 1:3] = -40.0  # increments softplus(-40) ~ 0
+        bias[:, 3] = 40.0  # seasonal gate open
+        bias[:, 4] = 40.0  # Theta gate open
+        bias[:, 5] = 40.0  # trend gate open
+    values, lengths = random_batch(count=5, min_length=1, max_length=30, seed=4)
+    theta = ThetaForecaster(
+        5, 4, DEFAULT_THETA_LOOKBACK, RELATIVE_SCALE_FLOOR, ABSOLUTE_SCALE_FLOOR
+    )
+    with torch.inference_mode():
+        out = model(values, lengths)  # (5, 5, 3)
+        scripted = torch.jit.script(model)(values, lengths)
+        expected = theta(values, lengths)  # (5, 5)
+        model.head[-1].bias.view(5, 6)[:, 4] = -40.0  # Theta gate shut
+        without = model(values, lengths)
+        model.theta_base = False
+        bases_alone = model(values, lengths)
+    scale = history_scale(values, lengths)
+    assert relative_error(out[:, :, 0], expected, scale) <= 1e-5
+    assert torch.equal(scripted, out)
+    assert relative_error(without, bases_alone, scale) <= 1e-5
 
 
 def test_fitted_trend_base_is_the_least_squares_slope_over_whole_seasons() -> None:
