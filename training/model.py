@@ -43,6 +43,14 @@ TAIL_QUANTILES = INTERVALS[95]
 TAILED_MEMBER_QUANTILES = (TAIL_BASE[0], 0.5, TAIL_BASE[1])
 
 
+def base_theta(horizon: int, season_length: int) -> ThetaForecaster:
+    """The Theta method a member's Theta base reads: the standard one, over as much of each
+    history as the ensemble's Theta part reads by default."""
+    return ThetaForecaster(
+        horizon, season_length, DEFAULT_THETA_LOOKBACK, RELATIVE_SCALE_FLOOR, ABSOLUTE_SCALE_FLOOR
+    )
+
+
 def is_tail_ratio(value: float) -> bool:
     """0 (no 95% interval) or at least 1: bounds inside the 80% interval's would cross it."""
     return value == 0.0 or value >= 1.0
@@ -167,13 +175,7 @@ class StackedLSTMForecaster(nn.Module):
         )
         self.theta_base = config.theta_base
         self.theta_gate = self.n_quantiles + (1 if config.season_length > 1 else 0)
-        self.theta = ThetaForecaster(
-            config.horizon,
-            config.season_length,
-            DEFAULT_THETA_LOOKBACK,
-            RELATIVE_SCALE_FLOOR,
-            ABSOLUTE_SCALE_FLOOR,
-        )
+        self.theta = base_theta(config.horizon, config.season_length)
         self.head = nn.Sequential(
             nn.Linear(summary, summary),
             nn.GELU(),
@@ -441,13 +443,7 @@ class EnsembleForecaster(nn.Module):
                 )
         # The members' Theta base, computed once for all of them (as each member's own).
         self.members_theta_base = first.theta_base
-        self.base_theta = ThetaForecaster(
-            first.horizon,
-            first.season_length,
-            DEFAULT_THETA_LOOKBACK,
-            RELATIVE_SCALE_FLOOR,
-            ABSOLUTE_SCALE_FLOOR,
-        )
+        self.base_theta = base_theta(first.horizon, first.season_length)
         # The Theta share's forecast is the same one where its Theta is the members'.
         self.share_reads_base = self.members_theta_base and (
             theta_season_length,
