@@ -43,14 +43,6 @@ TAIL_QUANTILES = INTERVALS[95]
 TAILED_MEMBER_QUANTILES = (TAIL_BASE[0], 0.5, TAIL_BASE[1])
 
 
-def base_theta(horizon: int, season_length: int) -> ThetaForecaster:
-    """The Theta method a member's Theta base reads: the standard one, over as much of each
-    history as the ensemble's Theta part reads by default."""
-    return ThetaForecaster(
-        horizon, season_length, DEFAULT_THETA_LOOKBACK, RELATIVE_SCALE_FLOOR, ABSOLUTE_SCALE_FLOOR
-    )
-
-
 def is_tail_ratio(value: float) -> bool:
     """0 (no 95% interval) or at least 1: bounds inside the 80% interval's would cross it."""
     return value == 0.0 or value >= 1.0
@@ -175,7 +167,15 @@ class StackedLSTMForecaster(nn.Module):
         )
         self.theta_base = config.theta_base
         self.theta_gate = self.n_quantiles + (1 if config.season_length > 1 else 0)
-        self.theta = base_theta(config.horizon, config.season_length)
+        # The standard Theta method, over as much of each history as an ensemble's Theta
+        # part reads by default.
+        self.theta = ThetaForecaster(
+            config.horizon,
+            config.season_length,
+            DEFAULT_THETA_LOOKBACK,
+            RELATIVE_SCALE_FLOOR,
+            ABSOLUTE_SCALE_FLOOR,
+        )
         self.head = nn.Sequential(
             nn.Linear(summary, summary),
             nn.GELU(),
@@ -441,11 +441,8 @@ class EnsembleForecaster(nn.Module):
                     f"{member.season_length}, member 0 {first.theta_base} and "
                     f"{first.season_length}: members read one Theta base, so they must agree"
                 )
-        # The members' Theta base, computed once for all of them (as each member's own).
-        self.members_theta_base = first.theta_base
-        self.base_theta = base_theta(first.horizon, first.season_length)
-        # The Theta share's forecast is the same one where its Theta is the members'.
-        self.share_reads_base = self.members_theta_base and (
+        # The Theta share's forecast is the members' Theta base where its Theta is theirs.
+        self.share_reads_base = first.theta_base and (
             theta_season_length,
             theta_lookback,
             theta_dynamic_full,
@@ -462,11 +459,10 @@ class EnsembleForecaster(nn.Module):
 
     def forward(self, values: Tensor, lengths: Tensor) -> Tensor:
         """values: (B, T), lengths: (B,) -> (B, horizon, Q), as each member."""
-        if self.members_theta_base:
-            base = self.base_theta(values, lengths)  # (B, horizon)
-        else:
-            base = values.new_zeros(values.shape[0], 0)  # (B, 0): no Theta base
-        # A ModuleList's items are plain Modules to mypy; each is a StackedLSTMForecaster.
+        # The members agree on their Theta base, so the first one's serves them all, computed
+        # once; (B, horizon), or (B, 0) without it. A ModuleList's items are plain Modules to
+        # mypy; each is a StackedLSTMForecaster.
+        base = self.members[0].theta_points(values, lengths)  # type: ignore[operator]
         forecasts = [
             member.forecast(values, lengths, base)  # type: ignore[operator]
             for member in self.members
