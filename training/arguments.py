@@ -250,6 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the same frequency, except any that appear in M3 "
         f"(default: {'on' if DEFAULT_COMPANIONS else 'off'})",
     )
+    fit_parser.add_argument(
+        "--aggregated-companions",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="with --dataset m3-quarterly or m3-yearly: also train on the monthly (and, for "
+        "yearly, quarterly) series of M3's training parts, M1 and Tourism, averaged to the "
+        "set's frequency, except any that nearly copy an M3 series (default: off)",
+    )
     fit_parser.add_argument("--layers", type=int, default=DEFAULT_LAYERS)
     fit_parser.add_argument("--hidden", type=int, default=DEFAULT_HIDDEN)
     fit_parser.add_argument("--dropout", type=float, default=ModelConfig.dropout)

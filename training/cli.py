@@ -228,15 +228,24 @@ def member_train_configs(
 
 
 def companion_series(args: argparse.Namespace) -> tuple[list[np.ndarray], dict[str, Any]]:
-    """The extra training series `--companions` asks for, and what to record about them."""
+    """The extra training series `--companions` and `--aggregated-companions` ask for,
+    and what to record about them."""
     if args.csv is not None:
-        if args.companions:
-            raise DataError(f"{args.csv}: --companions needs --dataset (M3 only)")
+        for flag in ("companions", "aggregated_companions"):
+            if getattr(args, flag):
+                option = "--" + flag.replace("_", "-")
+                raise DataError(f"{args.csv}: {option} needs --dataset (M3 only)")
         return [], {}
-    if not (DEFAULT_COMPANIONS if args.companions is None else args.companions):
+    same_frequency = DEFAULT_COMPANIONS if args.companions is None else args.companions
+    if not (same_frequency or args.aggregated_companions):
         return [], {}
-    kept, dropped = load_companions(args.dataset)
-    facts = {"sources": list(COMPANION_SOURCES), "series": len(kept), "dropped_in_m3": dropped}
+    kept, dropped = load_companions(args.dataset, args.aggregated_companions, same_frequency)
+    facts = {
+        "sources": list(COMPANION_SOURCES),
+        "series": len(kept),
+        "dropped_in_m3": dropped,
+        "aggregated": bool(args.aggregated_companions),
+    }
     return kept, facts
 
 
@@ -273,10 +282,11 @@ def run_fit(args: argparse.Namespace) -> None:
             "thread(s) each"
         )
         if companion_facts:
+            averaged = " and finer series averaged" if companion_facts["aggregated"] else ""
             print(
                 f"companions: {companion_facts['series']} series from "
-                f"{' and '.join(COMPANION_SOURCES)} ({companion_facts['dropped_in_m3']} left "
-                "out: they appear in M3)"
+                f"{' and '.join(COMPANION_SOURCES)}{averaged} "
+                f"({companion_facts['dropped_in_m3']} left out: they appear in M3)"
             )
     train_configs = member_train_configs(args, configs, series.season_length, min_history, longest)
     tasks = [

