@@ -293,12 +293,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="origin weight per step back from a series' end; 1 = uniform",
     )
     fit_parser.add_argument(
-        "--companion-share",
-        type=float,
-        help="the share of training examples drawn from companion series, the rest from "
-        "the set's own (default: every series drawn alike, companions or not)",
-    )
-    fit_parser.add_argument(
         "--refit",
         action=argparse.BooleanOptionalAction,
         default=DEFAULT_REFIT,

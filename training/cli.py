@@ -221,7 +221,6 @@ def member_train_configs(
             loss_scale=args.loss_scales[i % len(args.loss_scales)],
             season_length=season_length,
             recency=args.recency,
-            companion_share=args.companion_share,
             refit=args.refit,
         )
         for i, config in enumerate(configs)

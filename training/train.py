@@ -62,9 +62,6 @@ class TrainConfig:
     # Forecast origins are drawn with weight recency**(steps from the series' end), so
     # below 1 training dwells on the recent past that the test follows; 1 is uniform.
     recency: float = 1.0
-    # The share of examples drawn from companion series; None: each series, the set's own
-    # or a companion, is drawn as often as any other.
-    companion_share: float | None = None
     # Shards drawn by this process; under torchrun each rank draws only its own.
     data_shards: int = 1
     # After early stopping has chosen the epoch count, train again from the same start on
@@ -78,8 +75,6 @@ class TrainConfig:
             )
         if not 0.0 < self.recency <= 1.0:
             raise ValueError(f"recency must be in (0, 1], got {self.recency}")
-        if self.companion_share is not None and not 0.0 <= self.companion_share < 1.0:
-            raise ValueError(f"companion_share must be in [0, 1), got {self.companion_share}")
         if not 0 <= self.min_epochs <= self.epochs:
             raise ValueError(
                 f"min_epochs must be in [0, epochs={self.epochs}], got {self.min_epochs}"
@@ -228,16 +223,14 @@ def _train(
         b.to(device) for b in last_window_batches(usable, horizon, config.max_history, 1024)
     ]
     held_out = [s[:-horizon] for s in usable] + extra
-    chosen = _run_epochs(
-        held_out, len(extra), val_batches, config.epochs, setup, on_epoch, progress, desc
-    )
+    chosen = _run_epochs(held_out, val_batches, config.epochs, setup, on_epoch, progress, desc)
     if not config.refit:
         return chosen
     whole = trainable(train_series, horizon, config.min_history) + extra
     # Ranks whose validation sums differ in the last bit could pick different best epochs;
     # a refit running more epochs on one rank would wait in an all-reduce for ever.
     epochs = distributed.from_rank_zero(setup.rank, chosen.best_epoch, device)
-    refitted = _run_epochs(whole, len(extra), None, epochs, setup, None, progress, f"{desc} refit")
+    refitted = _run_epochs(whole, None, epochs, setup, None, progress, f"{desc} refit")
     return TrainResult(
         model=refitted.model,
         early_model=chosen.model,
@@ -249,23 +242,8 @@ def _train(
     )
 
 
-def drawing_chances(
-    series: int, companions: int, share: float | None, world: int
-) -> list[np.ndarray | None]:
-    """Each shard's chances of drawing each of its series (shard k holds series k::world)
-    when the last `companions` series are drawn `share` of the time; None: all alike."""
-    own = series - companions
-    if share is None or companions == 0 or own == 0:
-        return [None] * world
-    chances = np.concatenate(
-        [np.full(own, (1.0 - share) / own), np.full(companions, share / companions)]
-    )  # (series,), summing to 1
-    return [chances[k::world] / chances[k::world].sum() for k in range(world)]
-
-
 def _run_epochs(
     fitting: list[np.ndarray],
-    companions: int,
     val_batches: list[Batch] | None,
     epochs: int,
     setup: _Setup,
@@ -291,8 +269,6 @@ def _run_epochs(
     # shard has its own random stream, the same whichever process draws from it.
     drawn = [rank.rank] if rank.distributed else list(range(world))
     shards = [fitting[k::world] for k in drawn]
-    every_chance = drawing_chances(len(fitting), companions, config.companion_share, world)
-    chances = [every_chance[k] for k in drawn]
     rngs = [np.random.default_rng([config.seed, k]) for k in drawn]
     per_shard = config.batch_size // world
 
@@ -335,9 +311,8 @@ def _run_epochs(
                         config.max_history,
                         r,
                         config.recency,
-                        w,
                     )
-                    for s, r, w in zip(shards, rngs, chances, strict=True)
+                    for s, r in zip(shards, rngs, strict=True)
                 ]
             ).to(device)
             with autocast:

@@ -68,22 +68,16 @@ def sample_batch(
     max_history: int,
     rng: np.random.Generator,
     recency: float = 1.0,
-    weights: np.ndarray | None = None,
 ) -> Batch:
     """Draw `batch_size` examples: a random series, a random forecast origin, a random length.
 
-    Series are drawn with the chances `weights` (one per series, summing to 1), or all
-    alike. Origins are uniform over the series (recency 1) or favour its end (see draw_origin).
+    Origins are uniform over the series (recency 1) or favour its end (see draw_origin).
     Half the examples use all the history available at the origin (up to max_history),
     as at test time; the other half a uniformly random shorter length, so the model
     learns to forecast from short histories too.
     """
     histories, targets = [], []
-    if weights is None:
-        picks = rng.integers(0, len(series), size=batch_size)
-    else:
-        picks = rng.choice(len(series), size=batch_size, p=weights)
-    for index in picks:
+    for index in rng.integers(0, len(series), size=batch_size):
         s = series[index]
         origin = draw_origin(min_history, len(s) - horizon, recency, rng)  # first target index
         longest = min(origin, max_history)

@@ -21,7 +21,7 @@ from training.metrics import smape
 from training.model import ABSOLUTE_SCALE_FLOOR, RELATIVE_SCALE_FLOOR, ModelConfig
 from training.shares import SCALE_GRID, share_set
 from training.theta import ThetaForecaster
-from training.train import TrainConfig, drawing_chances, fit, forecast
+from training.train import TrainConfig, fit, forecast
 from training.windows import pad_right
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,21 +148,6 @@ def test_companions_train_but_are_never_validated_on() -> None:
         r["val_loss"]
         for r in fit(series, config, frozen, progress=False, companions=companions).history
     ]
-
-
-def test_companion_share_splits_the_draws_in_every_shard() -> None:
-    """Guards against a --companion-share that data shards skew, or that starves the set's
-    own series: 6 own series, then 4 companions drawn a quarter of the time."""
-    for world in (1, 2):
-        chances = drawing_chances(10, 4, 0.25, world)
-        for k, shard in enumerate(chances):
-            assert shard is not None and shard.sum() == pytest.approx(1.0)
-            own = np.arange(k, 10, world) < 6  # which of the shard's series are the set's own
-            assert shard[own].sum() == pytest.approx(0.75)
-    assert drawing_chances(10, 4, None, 2) == [None, None]  # all alike, as without a share
-    assert drawing_chances(10, 0, 0.25, 1) == [None]
-    with pytest.raises(ValueError, match=r"companion_share must be in \[0, 1\), got 1.0"):
-        TrainConfig(companion_share=1.0)
 
 
 def test_refit_keeps_the_chosen_epochs_and_history_but_not_the_weights() -> None:

@@ -41,17 +41,6 @@ def test_sampling_is_reproducible_for_a_seed() -> None:
     assert np.array_equal(first.values.numpy(), second.values.numpy())
 
 
-def test_weights_set_how_often_each_series_is_drawn() -> None:
-    """Guards against --companion-share being ignored, or drawing a series given no chance."""
-    series = [np.arange(30, dtype=np.float64) + 1000 * k for k in range(3)]
-    weights = np.array([0.8, 0.0, 0.2])
-    batch = sample_batch(series, 2000, 3, 2, 20, np.random.default_rng(1), weights=weights)
-    drawn = (batch.targets.numpy()[:, 0] // 1000).astype(int)  # each example's series
-    counts = np.bincount(drawn, minlength=3) / len(drawn)
-    assert counts[1] == 0.0
-    np.testing.assert_allclose(counts, weights, atol=0.03)
-
-
 def test_last_window_takes_the_final_horizon_as_target() -> None:
     """Guards against validation windows that overlap the points the model is scored on."""
     series = [np.arange(10, dtype=np.float64), np.arange(20, 27, dtype=np.float64)]
