@@ -441,12 +441,12 @@ class EnsembleForecaster(nn.Module):
                     f"{member.season_length}, member 0 {first.theta_base} and "
                     f"{first.season_length}: members read one Theta base, so they must agree"
                 )
-        # The Theta share's forecast is the members' Theta base where its Theta is theirs.
-        self.share_reads_base = first.theta_base and (
-            theta_season_length,
-            theta_lookback,
-            theta_dynamic_full,
-        ) == (first.season_length, DEFAULT_THETA_LOOKBACK, 0)
+        # Where the Theta share's method reads the histories as the members' base does, its
+        # standard forecast is their base, so one pass of it gives both.
+        self.share_reads_base = first.theta_base and (theta_season_length, theta_lookback) == (
+            first.season_length,
+            DEFAULT_THETA_LOOKBACK,
+        )
         self.theta = ThetaForecaster(
             members[0].horizon,
             theta_season_length,
@@ -459,10 +459,14 @@ class EnsembleForecaster(nn.Module):
 
     def forward(self, values: Tensor, lengths: Tensor) -> Tensor:
         """values: (B, T), lengths: (B,) -> (B, horizon, Q), as each member."""
-        # The members agree on their Theta base, so the first one's serves them all, computed
-        # once; (B, horizon), or (B, 0) without it. A ModuleList's items are plain Modules to
-        # mypy; each is a StackedLSTMForecaster.
-        base = self.members[0].theta_points(values, lengths)  # type: ignore[operator]
+        # The members agree on their Theta base, so one computation serves them all;
+        # (B, horizon), or (B, 0) without it.
+        if self.share_reads_base and self.theta_weight > 0.0:
+            base, theta = self.theta.standard_and_blended(values, lengths)  # (B, horizon) each
+        else:
+            # A ModuleList's items are plain Modules to mypy; each is a StackedLSTMForecaster.
+            base = self.members[0].theta_points(values, lengths)  # type: ignore[operator]
+            theta = self.theta(values, lengths) if self.theta_weight > 0.0 else base
         forecasts = [
             member.forecast(values, lengths, base)  # type: ignore[operator]
             for member in self.members
@@ -474,7 +478,6 @@ class EnsembleForecaster(nn.Module):
         else:
             combined = stacked.mean(dim=0)  # (B, horizon, Q)
         if self.theta_weight > 0.0:
-            theta = base if self.share_reads_base else self.theta(values, lengths)  # (B, horizon)
             move = self.theta_weight * (theta - combined[:, :, self.point_index])  # (B, horizon)
             combined = combined + move.unsqueeze(2)  # (B, horizon, Q)
         point = combined[:, :, self.point_index : self.point_index + 1]  # (B, horizon, 1)

@@ -97,6 +97,12 @@ class ThetaForecaster(nn.Module):
         self.dynamic_full = dynamic_full
 
     def forward(self, values: Tensor, lengths: Tensor) -> Tensor:
+        return self.standard_and_blended(values, lengths)[1]
+
+    def standard_and_blended(self, values: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """The standard method's forecast and this forecaster's own (the standard one moved
+        towards the dynamic model's by the history's length; the standard one again without
+        a dynamic part), each (B, horizon): one pass serves a caller that needs both."""
         values, lengths = last_points(values, lengths.to(values.device), self.lookback)
         x, observed, location, scale = normalise(
             values, lengths, self.relative_floor, self.absolute_floor
@@ -109,18 +115,22 @@ class ThetaForecaster(nn.Module):
 
         alphas = torch.tensor(self.alphas, dtype=x.dtype, device=x.device)  # (A,)
         levels = self.levels(adjusted, alphas)  # (B, A, W)
-        adjusted_forecast = self.standard(adjusted, lengths, alphas, levels)  # (B, H)
+        standard = self.standard(adjusted, lengths, alphas, levels)  # (B, H)
+        blended = standard
         if self.dynamic_full > 0:
             dynamic = self.dynamic(adjusted, lengths, alphas, levels)  # (B, H)
             span = float(self.dynamic_full - self.dynamic_from)
             share = ((lengths.to(x.dtype) - self.dynamic_from) / span).clamp(0.0, 1.0)  # (B,)
-            adjusted_forecast = adjusted_forecast + share.unsqueeze(1) * (
-                dynamic - adjusted_forecast
-            )  # (B, H)
+            blended = standard + share.unsqueeze(1) * (dynamic - standard)  # (B, H)
         steps = torch.arange(1, self.horizon + 1, device=x.device)  # (H,)
         future_phase = (lengths.unsqueeze(1) - 1 + steps.unsqueeze(0)) % m  # (B, H)
-        forecast = adjusted_forecast + indices.gather(1, future_phase)  # (B, H)
-        return location.unsqueeze(1) + forecast * scale.unsqueeze(1)  # (B, H)
+        future_seasonal = indices.gather(1, future_phase)  # (B, H)
+        # Back to the original scale.
+        location, scale = location.unsqueeze(1), scale.unsqueeze(1)  # (B, 1) each
+        return (
+            location + (standard + future_seasonal) * scale,
+            location + (blended + future_seasonal) * scale,
+        )  # (B, H) each
 
     def seasonal_indices(self, x: Tensor, lengths: Tensor) -> Tensor:
         """Additive indices by classical decomposition, mean 0, (B, m): index p for the

@@ -93,18 +93,22 @@ def test_ensemble_is_exact_alone_and_in_a_batch(theta_base: bool) -> None:
     assert relative_error(batched, alone, history_scale(values, lengths)) <= 1e-5
 
 
-@pytest.mark.parametrize(("dynamic", "shared"), [((0, 0), True), ((4, 12), False)])
+@pytest.mark.parametrize(
+    ("dynamic", "season", "shared"),
+    [((0, 0), 3, True), ((4, 12), 3, True), ((0, 0), 1, False), ((4, 12), 1, False)],
+)
 def test_theta_share_reads_the_members_theta_base_only_where_it_is_the_same(
-    dynamic: tuple[int, int], shared: bool
+    dynamic: tuple[int, int], season: int, shared: bool
 ) -> None:
-    """Guards against the Theta share reusing the members' Theta base where its own Theta
-    differs (the dynamic model blended in), or computing another forecast where they are
-    the same: the ensemble must equal the members' median moved towards its own Theta."""
+    """Guards against the members' Theta base taken from a Theta share that reads the
+    histories otherwise (another season), or the share's forecast taken for the base where
+    the dynamic model is blended in: the ensemble must equal the members' median (each
+    member on its own base) moved towards its own Theta."""
     parts = members(3, theta_base=True)
     ensemble = EnsembleForecaster(
         parts,
         theta_weight=0.4,
-        theta_season_length=3,
+        theta_season_length=season,
         theta_dynamic_from=dynamic[0],
         theta_dynamic_full=dynamic[1],
     )

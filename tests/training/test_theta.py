@@ -172,6 +172,9 @@ def test_the_dynamic_share_rises_from_0_to_1_over_the_history_lengths_given() ->
     expected = standard + share * (dynamic - standard)
     assert torch.allclose(blended, expected, rtol=1e-5, atol=1e-4)
     assert not torch.allclose(standard[3:], dynamic[3:], atol=1e-2)  # the two differ
+    # One pass gives both forecasts, as the standard method and the blend each give them.
+    both = torch.jit.script(theta(5, 1, dynamic=(4, 12))).standard_and_blended(values, lengths)
+    assert torch.equal(both[0], standard) and torch.equal(both[1], blended)
 
 
 @pytest.mark.parametrize("dynamic", [(0, 0), (4, 12)])
