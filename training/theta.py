@@ -116,21 +116,19 @@ class ThetaForecaster(nn.Module):
         alphas = torch.tensor(self.alphas, dtype=x.dtype, device=x.device)  # (A,)
         levels = self.levels(adjusted, alphas)  # (B, A, W)
         standard = self.standard(adjusted, lengths, alphas, levels)  # (B, H)
-        blended = standard
-        if self.dynamic_full > 0:
-            dynamic = self.dynamic(adjusted, lengths, alphas, levels)  # (B, H)
-            span = float(self.dynamic_full - self.dynamic_from)
-            share = ((lengths.to(x.dtype) - self.dynamic_from) / span).clamp(0.0, 1.0)  # (B,)
-            blended = standard + share.unsqueeze(1) * (dynamic - standard)  # (B, H)
         steps = torch.arange(1, self.horizon + 1, device=x.device)  # (H,)
         future_phase = (lengths.unsqueeze(1) - 1 + steps.unsqueeze(0)) % m  # (B, H)
         future_seasonal = indices.gather(1, future_phase)  # (B, H)
         # Back to the original scale.
         location, scale = location.unsqueeze(1), scale.unsqueeze(1)  # (B, 1) each
-        return (
-            location + (standard + future_seasonal) * scale,
-            location + (blended + future_seasonal) * scale,
-        )  # (B, H) each
+        standard_points = location + (standard + future_seasonal) * scale  # (B, H)
+        if self.dynamic_full == 0:
+            return standard_points, standard_points
+        dynamic = self.dynamic(adjusted, lengths, alphas, levels)  # (B, H)
+        span = float(self.dynamic_full - self.dynamic_from)
+        share = ((lengths.to(x.dtype) - self.dynamic_from) / span).clamp(0.0, 1.0)  # (B,)
+        blended = standard + share.unsqueeze(1) * (dynamic - standard)  # (B, H)
+        return standard_points, location + (blended + future_seasonal) * scale  # (B, H) each
 
     def seasonal_indices(self, x: Tensor, lengths: Tensor) -> Tensor:
         """Additive indices by classical decomposition, mean 0, (B, m): index p for the
