@@ -47,8 +47,8 @@ format: setup
 train: setup
 	for dataset in $(or $(DATASET),m3-monthly m3-quarterly m3-yearly m3-other); do \
 		case $$dataset in \
-			m3-monthly) flags="--theta-dynamic 0 0 --theta-weight 0.5 --interval-scale 1 \
-				--tail-ratio 1.85";; \
+			m3-monthly) flags="--lookbacks 36 48 60 72 --theta-dynamic 0 0 --theta-weight 0.5 \
+				--interval-scale 1 --tail-ratio 1.8";; \
 			m3-quarterly) flags="--theta-base --theta-dynamic 4 12 --theta-weight 0.1 \
 				--interval-scale 0.95 --tail-ratio 1.85";; \
 			m3-yearly) flags="--trend-base --theta-dynamic 4 12 --theta-weight 0.6 \
