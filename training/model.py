@@ -193,17 +193,46 @@ class StackedLSTMForecaster(nn.Module):
     def encode(self, inputs: Tensor, lengths: Tensor) -> Tensor:
         """Packed stacked LSTM over (B, T, 2) inputs -> the last layer's final state (B, H*dirs)."""
         batch = inputs.shape[0]
-        # pack_padded_sequence wants CPU int64 lengths; enforce_sorted=False sorts and unsorts.
-        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
         h0 = self.h0.expand(-1, batch, -1).contiguous()  # (layers*dirs, B, H)
         c0 = self.c0.expand(-1, batch, -1).contiguous()  # (layers*dirs, B, H)
-        _, (h_n, _) = self.lstm(packed, (h0, c0))  # h_n: (layers*dirs, B, H), in input order
+        if self.training or self.directions == 2 or inputs.is_cuda:
+            h_n = self.packed_states(inputs, lengths, h0, c0)  # (layers*dirs, B, H)
+        else:
+            h_n = self.shared_steps_first(inputs, lengths, h0, c0)  # (layers, B, H)
         if self.directions == 2:
             # Last layer's forward and backward final states; packing makes the backward
             # direction start at each series' own last point, not on padding.
             return torch.cat([h_n[-2], h_n[-1]], dim=1)  # (B, 2H)
         last_layer: Tensor = h_n[-1]  # (B, H)
         return last_layer
+
+    def packed_states(self, inputs: Tensor, lengths: Tensor, h0: Tensor, c0: Tensor) -> Tensor:
+        """The LSTM's final states over the packed batch, (layers*dirs, B, H), in input order."""
+        # pack_padded_sequence wants CPU int64 lengths; enforce_sorted=False sorts and unsorts.
+        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, (h_n, _) = self.lstm(packed, (h0, c0))
+        states: Tensor = h_n
+        return states
+
+    def shared_steps_first(self, inputs: Tensor, lengths: Tensor, h0: Tensor, c0: Tensor) -> Tensor:
+        """`packed_states` for a forward-only LSTM on CPU, in two calls: the steps every
+        history observes as one batch of equal lengths, then the packed rest of the longer
+        ones from the states reached. The same steps, none on padding; the first call is
+        the CPU's fused LSTM (oneDNN), which a packed batch of unequal lengths cannot use and
+        which is several times faster per step, so a batch of histories mostly cut to the
+        member's lookback runs mostly there. (layers, B, H)."""
+        shortest = int(lengths.min())
+        _, (h, c) = self.lstm(inputs[:, :shortest], (h0, c0))  # (layers, B, H) each
+        states: Tensor = h
+        longer = (lengths > shortest).nonzero().squeeze(1)  # (R,), rows with steps left
+        if longer.numel() == 0:
+            return states
+        rest = inputs.index_select(0, longer)[:, shortest:]  # (R, T - shortest, F)
+        left = (lengths.index_select(0, longer) - shortest).cpu()  # (R,)
+        packed = pack_padded_sequence(rest, left, batch_first=True, enforce_sorted=False)
+        reached = (h.index_select(1, longer).contiguous(), c.index_select(1, longer).contiguous())
+        _, (h_rest, _) = self.lstm(packed, reached)  # (layers, R, H)
+        return states.index_copy(1, longer, h_rest)  # (layers, B, H)
 
     def forward(self, values: Tensor, lengths: Tensor) -> Tensor:
         """Forecast quantiles.

@@ -76,6 +76,28 @@ def test_backward_direction_needs_packing() -> None:
     assert not torch.allclose(h_padded[backward, 0], h_alone[backward, 0], atol=1e-3)
 
 
+@pytest.mark.parametrize("learned_init", [False, True])
+def test_shared_steps_first_gives_the_packed_states(learned_init: bool) -> None:
+    """Guards the CPU inference path: the steps every row observes run as one batch of
+    equal lengths, the rest packed, and the final states must be the packed LSTM's on a
+    ragged batch with junk padding (reading it changes a short row's state), on a batch of
+    equal lengths and on a single row."""
+    model = make_model(learned_init=learned_init)
+    for count, shortest, longest, seed in ((9, 1, 40, 3), (5, 30, 30, 4), (1, 7, 7, 5)):
+        values, lengths = random_batch(count, shortest, longest, seed)
+        scaled = values / 100.0  # (B, T), about 1, the padding 100
+        inputs = torch.stack([scaled, scaled.roll(1, dims=1)], dim=2)  # (B, T, 2)
+        h0 = model.h0.expand(-1, count, -1).contiguous()  # (layers, B, H)
+        c0 = model.c0.expand(-1, count, -1).contiguous()  # (layers, B, H)
+        with torch.inference_mode():
+            packed = model.packed_states(inputs, lengths, h0, c0)  # (layers, B, H)
+            shared = model.shared_steps_first(inputs, lengths, h0, c0)  # (layers, B, H)
+            _, (padded, _) = model.lstm(inputs, (h0, c0))  # every row over all T steps
+        assert torch.allclose(shared, packed, atol=1e-5)
+        if count == 9:
+            assert not torch.allclose(padded, packed, atol=1e-3)  # the padding matters
+
+
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_scripted_equals_eager(bidirectional: bool) -> None:
     """Guards against TorchScript compiling a different computation (or a trace baking in
